@@ -1,0 +1,201 @@
+"""compat.setup(): detect -> choose profile -> apply env (and register patches) -> report.
+
+Runs in every process of a job (Ray workers, vLLM workers), so it imports no torch/vLLM and caches its work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from .apply import env as envmod
+from .choose import Resolved, resolve
+from .detect import Environment, detect
+from .errors import CompatError
+from .findings import Finding, errors
+from .profiles import select_profile
+
+log = logging.getLogger("compat")
+JSON_SCHEMA_VERSION = 1
+SWITCHES = ("hidden_states", "fp8")
+
+_lock = threading.RLock()
+_last: Dict[Tuple, "Report"] = {}
+_current: Optional["Report"] = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """What setup() found and did; `as_dict()` is the documented JSON contract (docs/json-contract.md)."""
+    environment: Environment
+    resolved: Resolved
+    env_set: Tuple[Tuple[str, str], ...]
+    env_kept: Tuple[Tuple[str, str, str], ...]
+    patches: Tuple[Any, ...] = ()          # compat.patches status records (id, status, ...)
+    findings: Tuple[Finding, ...] = ()
+    switches: Tuple[Tuple[str, Any], ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not errors(self.findings)
+
+    def as_dict(self) -> Dict[str, Any]:
+        env = {n: envmod.redact(n, v) for n, v in self.env_set}
+        return {
+            "schema": JSON_SCHEMA_VERSION,
+            "hardware": self.environment.hardware.as_dict(),
+            "software": self.environment.software.as_dict(),
+            "profile": self.resolved.as_dict(),
+            "env": env,
+            "env_kept": {n: envmod.redact(n, user) for n, user, _ in self.env_kept},
+            "patches": [_patch_dict(p) for p in self.patches],
+            "findings": [f.as_dict() for f in self.findings],
+        }
+
+
+def _patch_dict(p: Any) -> Dict[str, Any]:
+    if hasattr(p, "as_dict"):
+        return p.as_dict()
+    return {"id": getattr(p, "id", str(p)), "status": getattr(p, "status", "unknown")}
+
+
+def _switch_values(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> Dict[str, Any]:
+    """Opt-in patch sets: from setup(...) arguments, else from env (so spawned workers inherit them)."""
+    out: Dict[str, Any] = {}
+    for s in SWITCHES:
+        v = kwargs.get(s)
+        if v is None:
+            raw = environ.get(f"COMPAT_{s.upper()}")
+            v = None if raw in (None, "", "0", "false", "off") else raw
+        if v not in (None, False):
+            out[s] = v
+    return out
+
+
+def build_report(hardware: Optional[str] = None, profile: Optional[str] = None, dtype: Optional[str] = None,
+                 fp8: Optional[Any] = None, environ: Mapping[str, str] = os.environ,
+                 export: bool = False, patches: bool = False, switches: Optional[Dict[str, Any]] = None,
+                 vllm_version: Optional[str] = None) -> Report:
+    """Everything doctor and setup() share; `export`/`patches` decide whether this process is changed."""
+    env = detect(hardware, environ)
+    prof, pfind = select_profile([g.sm for g in env.hardware.gpus], environ, requested=profile)
+    want_fp8 = None if fp8 in (None, False) else True
+    resolved = resolve(prof, env, dtype=dtype, fp8=want_fp8)
+    if export:
+        res = envmod.export(resolved.env, os.environ)
+        env_set, env_kept, efind = res.set, res.kept, res.findings
+    else:
+        env_set = tuple((n, v) for n, v, _ in resolved.env if environ.get(n) in (None, v))
+        env_kept = tuple((n, environ[n], v) for n, v, _ in resolved.env if environ.get(n) not in (None, v))
+        efind = tuple(Finding("env-conflict", "warning", f"{n} is set to {envmod.redact(n, u)}; compat would set "
+                              f"{envmod.redact(n, v)}", f"unset {n} to use compat's choice")
+                      for n, u, v in env_kept)
+    from .report.checks import run_checks
+    findings = list(env.findings) + list(env.hardware.findings) + list(pfind) + list(resolved.findings)
+    findings += list(efind) + run_checks(env, resolved, environ)
+    patch_records: Tuple[Any, ...] = ()
+    sw = dict(switches or {})
+    if resolved.fp8 and "fp8" not in sw and fp8:
+        sw["fp8"] = fp8
+    try:
+        from . import patches as patchmod
+    except ImportError:  # the patch engine is optional at this layer
+        patchmod = None
+    if patchmod is not None and hasattr(patchmod, "activate"):
+        if patches:
+            patchmod.activate(sw)
+        patch_records = tuple(patchmod.status(vllm_version or env.software.version("vllm"), sw))
+        findings += list(getattr(patchmod, "findings", lambda: [])())
+    return Report(environment=env, resolved=resolved, env_set=tuple(env_set), env_kept=tuple(env_kept),
+                  patches=patch_records, findings=tuple(_dedupe(findings)), switches=tuple(sorted(sw.items())))
+
+
+def _dedupe(findings):
+    seen = set()
+    for f in findings:
+        key = (f.id, f.message)
+        if key not in seen:
+            seen.add(key)
+            yield f
+
+
+def setup(profile: Optional[str] = None, hardware: Optional[str] = None, strict: bool = False,
+          dtype: Optional[str] = None, hidden_states: Optional[Any] = None, fp8: Optional[Any] = None,
+          patches: bool = True) -> Report:
+    """Detect the machine, choose its profile, export env vars, register patch sets; return the report.
+
+    Idempotent and thread-safe: the same arguments return the same report without redoing work. With
+    `strict=True` an error finding raises CompatError. Never imports torch or vLLM.
+    """
+    global _current
+    key = (profile, hardware, dtype, hidden_states, fp8, patches, os.environ.get("COMPAT_PROFILE"),
+           os.environ.get("CUDA_VISIBLE_DEVICES"))
+    with _lock:
+        rep = _last.get(key)
+        if rep is None:
+            sw = _switch_values({"hidden_states": hidden_states, "fp8": fp8}, os.environ)
+            if sw.get("fp8") is not None and str(sw["fp8"]) not in ("block", "1", "True", "true", "on"):
+                raise CompatError(f"fp8={sw['fp8']!r} is not supported; use fp8='block'")
+            rep = build_report(hardware, profile, dtype, sw.get("fp8"), os.environ, export=True,
+                               patches=patches, switches=sw)
+            # workers started later inherit the opt-in switches through the environment
+            for s, v in sw.items():
+                os.environ.setdefault(f"COMPAT_{s.upper()}", "1" if v is True else str(v))
+            _last[key] = rep
+            for f in rep.findings:
+                if f.severity == "error":
+                    log.warning("compat: %s (fix: %s)", f.message, f.fix)
+        _current = rep
+    if strict and not rep.ok:
+        raise CompatError("; ".join(f"{f.message} (fix: {f.fix})" for f in errors(rep.findings)))
+    return rep
+
+
+def current() -> Optional[Report]:
+    return _current
+
+
+def revert() -> None:
+    """Undo setup(): restore patched vLLM code exactly and remove the env vars compat exported."""
+    global _current
+    with _lock:
+        try:
+            from . import patches as patchmod
+            patchmod.revert()
+        except ImportError:
+            pass
+        envmod.unexport()
+        _last.clear()
+        _current = None
+
+
+def _report_or_setup() -> Report:
+    return _current or setup()
+
+
+def vllm_kwargs(**overrides: Any) -> Dict[str, Any]:
+    """Engine arguments for vllm.LLM(...) / AsyncEngineArgs: dtype, and the attention backend where the
+    installed release takes it as an argument rather than an env var."""
+    r = _report_or_setup().resolved
+    out: Dict[str, Any] = {"dtype": r.dtype}
+    b = r.attention_backend
+    if b is not None and b.option:
+        out[b.option] = b.name
+    out.update(overrides)
+    return out
+
+
+def hf_kwargs(**overrides: Any) -> Dict[str, Any]:
+    """from_pretrained() arguments: the dtype and attention implementation this GPU and install can run."""
+    rep = _report_or_setup()
+    r = rep.resolved
+    tf = rep.environment.software.version("transformers")
+    from . import versions
+    # transformers 4.56 renamed from_pretrained(torch_dtype=) to dtype= (transformers v4.56.0 release notes)
+    key = "dtype" if tf and versions.release(tf) >= versions.parse("4.56") else "torch_dtype"
+    out: Dict[str, Any] = {key: r.dtype, "attn_implementation": r.hf_attn_implementation}
+    out.update(overrides)
+    return out

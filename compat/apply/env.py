@@ -1,0 +1,58 @@
+"""Export env vars for this process and the workers it starts, never overwriting what the user set."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, MutableMapping, Tuple
+
+from ..findings import Finding
+
+_SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
+_lock = threading.Lock()
+_ours: Dict[str, str] = {}   # variables compat exported in this process, so a later setup() may update them
+
+
+@dataclass(frozen=True)
+class EnvResult:
+    set: Tuple[Tuple[str, str], ...]          # exported by compat now (or earlier in this process)
+    kept: Tuple[Tuple[str, str, str], ...]    # (name, user's value, compat's value) left as the user had it
+    findings: Tuple[Finding, ...]
+
+
+def redact(name: str, value: str) -> str:
+    return "***" if _SECRET.search(name) else value
+
+
+def export(wanted: Iterable[Tuple[str, str, str]], environ: MutableMapping[str, str] = os.environ) -> EnvResult:
+    """Set each (name, value, reason) unless the user already set the name to something else."""
+    done: List[Tuple[str, str]] = []
+    kept: List[Tuple[str, str, str]] = []
+    findings: List[Finding] = []
+    with _lock:
+        for name, value, reason in wanted:
+            current = environ.get(name)
+            if current is None or _ours.get(name) == current:
+                environ[name] = value
+                _ours[name] = value
+                done.append((name, value))
+            elif current == value:
+                done.append((name, value))
+            else:
+                kept.append((name, current, value))
+                findings.append(Finding(
+                    "env-conflict", "warning",
+                    f"{name}={redact(name, current)} is set by you; compat would set {redact(name, value)} "
+                    f"({reason})", f"unset {name} to use compat's choice, or keep yours deliberately"))
+    return EnvResult(tuple(done), tuple(kept), tuple(findings))
+
+
+def unexport(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Remove the variables compat set (used by compat.revert())."""
+    with _lock:
+        for name, value in list(_ours.items()):
+            if environ.get(name) == value:
+                del environ[name]
+            del _ours[name]

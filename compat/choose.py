@@ -1,0 +1,109 @@
+"""Resolve a profile against a machine: the dtype, attention settings and env vars this process should use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import versions
+from ._toml import DATA_DIR, load_data
+from .detect.model import Environment
+from .errors import CompatError
+from .findings import Finding
+from .profiles import DTYPES, Profile
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The vLLM attention backend for the installed release and how that release is told about it."""
+    name: str
+    env_var: str = ""          # set this variable (releases that read it)
+    option: str = ""           # or pass this engine argument (releases that deprecated/removed the variable)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    profile: Profile
+    dtype: str
+    hf_attn_implementation: str
+    attention_backend: Optional[Backend]
+    env: Tuple[Tuple[str, str, str], ...]      # (name, value, reason) the profile wants exported
+    fp8: bool
+    findings: Tuple[Finding, ...] = ()
+
+    def as_dict(self) -> dict:
+        b = self.attention_backend
+        return {"name": self.profile.name, "dtype": self.dtype,
+                "attention_backend": b.name if b else None,
+                "attention_backend_via": (f"env:{b.env_var}" if b and b.env_var else
+                                          f"option:{b.option}" if b and b.option else None),
+                "hf_attn_implementation": self.hf_attn_implementation, "fp8": self.fp8}
+
+
+def attention_range(vllm_version: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The vllm_attention.toml range a vLLM release falls in, or None."""
+    if vllm_version is None or not (DATA_DIR / "vllm_attention.toml").exists():
+        return None
+    for r in load_data("vllm_attention").get("range", []):
+        if versions.in_spec(vllm_version, r["versions"]):
+            return r
+    return None
+
+
+def choose_backend(profile: Profile, vllm_version: Optional[str]) -> Tuple[Optional[Backend], List[Finding]]:
+    if vllm_version is None:
+        return None, []
+    r = attention_range(vllm_version)
+    if r is None:
+        return None, [Finding("vllm-release-unknown", "warning",
+                              f"compat has no attention-backend data for vLLM {vllm_version}",
+                              "upgrade compat; vLLM will pick its own attention backend")]
+    name = r.get("choose", {}).get(profile.attention, "")
+    if not name:
+        return None, []
+    if r.get("env_var") and r.get("env_var_status", "read") == "read":
+        return Backend(name, env_var=r["env_var"]), []
+    if r.get("config_option"):
+        return Backend(name, option=r["config_option"]), []
+    return Backend(name), []
+
+
+def resolve(profile: Profile, env: Environment, dtype: Optional[str] = None,
+            fp8: Optional[bool] = None) -> Resolved:
+    """Apply the profile's rules to this machine and its installed packages."""
+    findings: List[Finding] = []
+    sw, hw = env.software, env.hardware
+    chosen_dtype = dtype or profile.dtype
+    if chosen_dtype not in DTYPES:
+        raise CompatError(f"dtype {chosen_dtype!r} is not one of {', '.join(DTYPES)}")
+    if chosen_dtype in profile.refuse_dtypes:
+        findings.append(Finding("dtype-unsupported", "error",
+                                f"{chosen_dtype} was requested but profile {profile.name!r} cannot run it "
+                                f"(bfloat16 needs sm80 or newer)", f"use dtype={profile.dtype!r}"))
+    hf_attn = profile.hf_attn_implementation
+    if profile.flash_attention_2 and sw.version("flash-attn") is not None:
+        hf_attn = "flash_attention_2"
+    backend, more = choose_backend(profile, sw.version("vllm"))
+    findings += more
+    env_rules = []
+    names = [g.name for g in hw.gpus]
+    for rule in profile.env:
+        if rule.names and not any(n in gpu for n in rule.names for gpu in names):
+            continue
+        if len(hw.gpus) < rule.min_gpus:
+            continue
+        if rule.driver_below and (hw.driver is None or
+                                  versions.driver_tuple(hw.driver) >= versions.driver_tuple(rule.driver_below)):
+            continue
+        env_rules.append((rule.name, rule.value, rule.reason))
+    if backend and backend.env_var:
+        env_rules.append((backend.env_var, backend.name, f"attention backend for vLLM {sw.version('vllm')} "
+                          f"on profile {profile.name}"))
+    want_fp8 = profile.fp8 if fp8 is None else fp8
+    if fp8 and not profile.fp8:
+        findings.append(Finding("fp8-unsupported", "error", profile.refuse_fp8 or
+                                f"profile {profile.name!r} has no FP8 compute",
+                                "serve in bf16/fp16 on this GPU, or use an sm89+ GPU (L40S, H100) for FP8"))
+        want_fp8 = False
+    return Resolved(profile=profile, dtype=chosen_dtype, hf_attn_implementation=hf_attn,
+                    attention_backend=backend, env=tuple(env_rules), fp8=want_fp8, findings=tuple(findings))

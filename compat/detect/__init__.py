@@ -1,0 +1,162 @@
+"""Detect the machine: GPUs, driver, CUDA, installed packages. Never imports torch or vLLM.
+
+Hardware comes from NVML, else /proc + libcuda + nvidia-smi, else "none"; each probe has a timeout and a
+failure becomes a finding, never an exception. Hardware detection through NVML is cached per boot and
+driver in the user's cache directory (COMPAT_NO_CACHE=1 turns that off), because NVML start-up can cost
+tens of milliseconds on a multi-GPU node and setup() runs in every process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from ..findings import Finding
+from . import fallback, nvml
+from ._timeout import ProbeTimeout, call_with_timeout
+from .model import GPU, Environment, Hardware, Software
+from .simulate import load_hardware_file
+from .software import detect_software
+from .visible import visible_gpus
+
+__all__ = ["GPU", "Hardware", "Software", "Environment", "detect", "detect_hardware", "clear_cache"]
+
+PROBE_TIMEOUT_S = float(os.environ.get("COMPAT_PROBE_TIMEOUT", "10"))
+CACHE_VERSION = 1
+
+_lock = threading.Lock()
+_cache: Dict[Tuple, Environment] = {}
+
+
+def clear_cache() -> None:
+    with _lock:
+        _cache.clear()
+
+
+def detect(hardware_file: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> Environment:
+    """The machine as this process sees it; computed once per process per (file, visibility)."""
+    env = os.environ if environ is None else environ
+    key = (hardware_file, env.get("CUDA_VISIBLE_DEVICES"), env.get("NVIDIA_VISIBLE_DEVICES"))
+    with _lock:
+        hit = _cache.get(key)
+        if hit is None:
+            hit = _cache[key] = _detect(hardware_file, env)
+        return hit
+
+
+def _detect(hardware_file: Optional[str], env: Mapping[str, str]) -> Environment:
+    software: Optional[Software] = None
+    if hardware_file:
+        hw, software = load_hardware_file(hardware_file)
+    else:
+        hw = detect_hardware(env)
+    shown = visible_gpus(hw.gpus, env)
+    findings = list(hw.findings)
+    if hw.gpus and not shown:
+        findings.append(Finding("no-visible-gpu", "warning",
+                                f"{len(hw.gpus)} GPU(s) present but none visible to this process "
+                                f"(CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')!r})",
+                                "unset CUDA_VISIBLE_DEVICES or list valid indices/UUIDs"))
+    hw = Hardware(hw.driver, hw.cuda, shown, hw.source, ())
+    return Environment(hardware=hw, software=software or detect_software(), findings=tuple(findings),
+                       hardware_file=hardware_file)
+
+
+def detect_hardware(env: Mapping[str, str] = os.environ) -> Hardware:
+    """All GPUs of the machine (before CUDA_VISIBLE_DEVICES), with findings for every probe that failed."""
+    proc_driver = fallback.proc_driver_version()
+    if proc_driver is None and not fallback.smi_available() and not _nvml_forced(env):
+        return Hardware(source="none")  # no driver loaded: a CPU machine; skip loading NVML at all
+    cache_file = _cache_path(proc_driver, env)
+    cached = _read_cache(cache_file)
+    if cached is not None:
+        return cached
+    findings: List[Finding] = []
+    try:
+        hw = call_with_timeout(nvml.probe, PROBE_TIMEOUT_S)
+        _write_cache(cache_file, hw)
+        return hw
+    except nvml.NvmlUnavailable as exc:
+        reason = str(exc)
+        sev = "error" if "mismatch" in reason else "warning"
+        fix = ("reboot, or reload the nvidia kernel modules, so driver and library match"
+               if "mismatch" in reason else "pip install nvidia-ml-py, or check the NVIDIA driver installation")
+        findings.append(Finding("nvml-unavailable", sev, f"NVML unavailable: {reason}; used fallbacks", fix))
+    except ProbeTimeout as exc:
+        findings.append(Finding("nvml-timeout", "error", f"NVML did not answer: {exc}",
+                                "a GPU may be wedged: check `nvidia-smi` and dmesg for Xid errors"))
+    except Exception as exc:  # a broken NVML binding must never crash the job
+        findings.append(Finding("nvml-failed", "warning", f"NVML probe failed: {exc!r}; used fallbacks",
+                                "report this to compat with the output of nvidia-smi"))
+    return _fallback(proc_driver, findings)
+
+
+def _nvml_forced(env: Mapping[str, str]) -> bool:
+    return env.get("COMPAT_FORCE_NVML") == "1"
+
+
+def _fallback(proc_driver: Optional[str], findings: List[Finding]) -> Hardware:
+    gpus: Tuple[GPU, ...] = ()
+    source = "proc" if proc_driver else "none"
+    if fallback.smi_available():
+        try:
+            parsed, bad = fallback.parse_smi_csv(fallback.run_smi(PROBE_TIMEOUT_S))
+            gpus, source = tuple(parsed), "nvidia-smi"
+            if bad:
+                findings.append(Finding("smi-unparsed", "warning", f"nvidia-smi lines not understood: {bad}",
+                                        "a driver too old for --query-gpu=compute_cap: upgrade the driver"))
+        except Exception as exc:
+            findings.append(Finding("smi-failed", "warning", f"nvidia-smi failed: {exc}",
+                                    "check the NVIDIA driver installation (`nvidia-smi` by hand)"))
+    cuda = None
+    try:
+        cuda = call_with_timeout(fallback.libcuda_driver_cuda, PROBE_TIMEOUT_S)
+    except ProbeTimeout:
+        findings.append(Finding("libcuda-timeout", "warning", "libcuda did not answer cuDriverGetVersion", ""))
+    if proc_driver and not gpus:
+        findings.append(Finding("gpus-unknown", "warning",
+                                f"NVIDIA driver {proc_driver} is loaded but no GPU could be listed",
+                                "install nvidia-ml-py, or make nvidia-smi available on PATH"))
+    return Hardware(driver=proc_driver, cuda=cuda, gpus=gpus, source=source, findings=tuple(findings))
+
+
+def _cache_path(proc_driver: Optional[str], env: Mapping[str, str]) -> Optional[Path]:
+    if env.get("COMPAT_NO_CACHE") == "1" or proc_driver is None:
+        return None
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "compat"
+    key = hashlib.sha256(f"{CACHE_VERSION}|{boot}|{proc_driver}".encode()).hexdigest()[:16]
+    return base / f"hardware-{key}.json"
+
+
+def _read_cache(path: Optional[Path]) -> Optional[Hardware]:
+    if path is None:
+        return None
+    try:
+        d = json.loads(path.read_text())
+        gpus = tuple(GPU(g["index"], g["name"], tuple(g["compute_capability"]), g["memory_mib"], g["uuid"],
+                         g["mig"]) for g in d["gpus"])
+        return Hardware(driver=d["driver"], cuda=d["cuda"], gpus=gpus, source="nvml")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_cache(path: Optional[Path], hw: Hardware) -> None:
+    if path is None or hw.findings:
+        return
+    data = {"driver": hw.driver, "cuda": hw.cuda,
+            "gpus": [dict(g.as_dict(), compute_capability=list(g.compute_capability)) for g in hw.gpus]}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home must not break detection

@@ -1,0 +1,61 @@
+"""Lookups in the knowledge tables of compat/data (each entry there carries its source)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import versions
+from ._toml import DATA_DIR, load_data
+
+
+def _table(name: str) -> Dict[str, Any]:
+    return load_data(name) if (DATA_DIR / f"{name}.toml").exists() else {}
+
+
+def min_driver_for_cuda(cuda: str) -> Optional[str]:
+    """Minimum driver that runs CUDA `cuda` (major.minor) under minor-version compatibility."""
+    major = int(cuda.split(".")[0])
+    for row in _table("cuda").get("cuda", []):
+        if int(row["major"]) == major:
+            return row["min_driver"]
+    return None
+
+
+def arch_row(cc: str) -> Optional[Dict[str, Any]]:
+    return next((a for a in _table("cuda").get("arch", []) if a["sm"] == cc), None)
+
+
+def torch_row(torch_version: str) -> Optional[Dict[str, Any]]:
+    for row in _table("torch_builds").get("torch", []):
+        if versions.in_spec(torch_version, row["versions"]):
+            return row
+    return None
+
+
+def torch_archs(torch_version: str, variant: str) -> Optional[List[str]]:
+    """CUDA archs ("8.0") a torch build carries, or None when the table does not know the build."""
+    row = torch_row(torch_version)
+    if row is None:
+        return None
+    return row.get("variants", {}).get(variant)
+
+
+def runs_arch(archs: List[str], cc: Tuple[int, int]) -> bool:
+    """A cubin for sm_XY runs on the same major with minor >= Y (sm_80 code runs on sm_86)."""
+    for a in archs:
+        major, minor = (int(x) for x in a.split(".")[:2])
+        if major == cc[0] and minor <= cc[1]:
+            return True
+    return False
+
+
+def vllm_release(version: str) -> Optional[Dict[str, Any]]:
+    rel = str(versions.release(version))
+    for row in _table("vllm_releases").get("release", []):
+        if str(versions.release(row["version"])) == rel:
+            return row
+    return None
+
+
+def backend_requirements() -> Dict[str, Any]:
+    return _table("attention_backends").get("backend", {})

@@ -1,0 +1,180 @@
+"""Profiles: per-GPU-family settings kept as TOML in the top-level profiles/ directory.
+
+Shipped profiles live in compat/profiles inside the wheel (profiles/ in a source checkout). Directories in
+COMPAT_PROFILE_PATH (os.pathsep-separated) add profiles or override shipped ones by name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from ._toml import load_toml
+from .errors import CompatError
+from .findings import Finding
+
+_HERE = Path(__file__).resolve().parent
+DTYPES = ("float16", "bfloat16", "float32")
+HF_ATTN = ("flash_attention_2", "sdpa", "eager")
+
+
+@dataclass(frozen=True)
+class EnvRule:
+    """An env var a profile exports, optionally only for some GPU names / old drivers / multi-GPU."""
+    name: str
+    value: str
+    reason: str = ""
+    names: Tuple[str, ...] = ()
+    driver_below: Optional[str] = None
+    min_gpus: int = 1
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    path: str
+    dtype: str
+    hf_attn_implementation: str
+    flash_attention_2: bool
+    attention: str                      # column of vllm_attention.toml [range.choose]
+    fp8: bool
+    sm_min: Optional[int] = None
+    sm_max: Optional[int] = None
+    cpu: bool = False
+    env: Tuple[EnvRule, ...] = ()
+    refuse_dtypes: Tuple[str, ...] = ()
+    refuse_vllm: Optional[str] = None   # specifier of vLLM releases that cannot run here
+    refuse_fp8: str = ""                # why FP8 is refused ("" = allowed when fp8 is true)
+
+    def matches_sm(self, sm: int) -> bool:
+        return (not self.cpu and self.sm_min is not None and self.sm_max is not None
+                and self.sm_min <= sm <= self.sm_max)
+
+
+def profile_dirs(environ: Mapping[str, str] = os.environ) -> List[Path]:
+    """Shipped directory first, then user directories, so user profiles win by name."""
+    shipped = _HERE / "profiles"
+    dirs = [shipped if shipped.is_dir() else _HERE.parent / "profiles"]
+    for d in filter(None, environ.get("COMPAT_PROFILE_PATH", "").split(os.pathsep)):
+        p = Path(d).expanduser()
+        if not p.is_dir():
+            raise CompatError(f"COMPAT_PROFILE_PATH names {p}, which is not a directory; fix or unset it")
+        dirs.append(p)
+    return dirs
+
+
+def _parse(path: Path) -> Profile:
+    d = load_toml(path, what="profile")
+    where = str(path)
+
+    def need(table: Mapping, key: str, kind):
+        if key not in table:
+            raise CompatError(f"profile {where} lacks `{key}`; see profiles/README.md")
+        value = table[key]
+        if not isinstance(value, kind):
+            raise CompatError(f"profile {where}: `{key}` must be {kind.__name__}, got {value!r}")
+        return value
+
+    match = d.get("match", {})
+    s = need(d, "settings", dict)
+    dtype = need(s, "dtype", str)
+    if dtype not in DTYPES:
+        raise CompatError(f"profile {where}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    hf = need(s, "hf_attn_implementation", str)
+    if hf not in HF_ATTN:
+        raise CompatError(f"profile {where}: hf_attn_implementation {hf!r} is not one of {', '.join(HF_ATTN)}")
+    refuse = d.get("refuse", {})
+    if refuse.get("vllm"):
+        try:
+            SpecifierSet(refuse["vllm"])
+        except InvalidSpecifier:
+            raise CompatError(f"profile {where}: refuse.vllm {refuse['vllm']!r} is not a version specifier") from None
+    rules = []
+    for r in d.get("env", []):
+        rules.append(EnvRule(name=need(r, "name", str), value=str(need(r, "value", str)),
+                             reason=r.get("reason", ""), names=tuple(r.get("names", ())),
+                             driver_below=r.get("driver_below"), min_gpus=int(r.get("min_gpus", 1))))
+    cpu = bool(match.get("cpu", False))
+    if not cpu and ("sm_min" not in match or "sm_max" not in match):
+        raise CompatError(f"profile {where}: [match] needs sm_min and sm_max (or cpu = true)")
+    return Profile(
+        name=need(d, "name", str), description=d.get("description", ""), path=where, dtype=dtype,
+        hf_attn_implementation=hf, flash_attention_2=bool(s.get("flash_attention_2", False)),
+        attention=need(s, "attention", str), fp8=bool(s.get("fp8", False)),
+        sm_min=match.get("sm_min"), sm_max=match.get("sm_max"), cpu=cpu, env=tuple(rules),
+        refuse_dtypes=tuple(refuse.get("dtypes", ())), refuse_vllm=refuse.get("vllm"),
+        refuse_fp8=refuse.get("fp8", ""))
+
+
+_loaded: Dict[Tuple[str, ...], Dict[str, Profile]] = {}
+
+
+def load_profiles(environ: Mapping[str, str] = os.environ) -> Dict[str, Profile]:
+    """All profiles by name; later directories override earlier ones. Parsed once per directory list."""
+    dirs = profile_dirs(environ)
+    key = tuple(str(d) for d in dirs)
+    if key not in _loaded:
+        out: Dict[str, Profile] = {}
+        for d in dirs:
+            for path in sorted(d.glob("*.toml")):
+                p = _parse(path)
+                out[p.name] = p
+        _loaded[key] = out
+    return _loaded[key]
+
+
+def get_profile(name: str, environ: Mapping[str, str] = os.environ) -> Profile:
+    profiles = load_profiles(environ)
+    if name not in profiles:
+        raise CompatError(f"unknown profile {name!r}; known profiles: {', '.join(sorted(profiles))} "
+                          "(add your own with COMPAT_PROFILE_PATH)")
+    return profiles[name]
+
+
+def select_profile(sms: Sequence[int], environ: Mapping[str, str] = os.environ,
+                   requested: Optional[str] = None) -> Tuple[Profile, Tuple[Finding, ...]]:
+    """Profile for the visible GPUs (their compute capabilities as 80, 90...).
+
+    A mixed node gets the profile of its oldest GPU, whose settings every GPU can run. An unknown newer GPU
+    gets the nearest lower profile plus a warning; a GPU older than sm70 an error.
+    """
+    profiles = load_profiles(environ)
+    name = requested or environ.get("COMPAT_PROFILE")
+    findings: List[Finding] = []
+    if name:
+        p = get_profile(name, environ)
+        findings.append(Finding("profile-override", "info", f"profile {name!r} chosen by "
+                                f"{'setup(profile=...)/--profile' if requested else 'COMPAT_PROFILE'}"))
+        return p, tuple(findings)
+    if not sms:
+        cpu = [p for p in profiles.values() if p.cpu]
+        if not cpu:
+            raise CompatError("no CPU profile found; a user profile directory must not remove it")
+        return cpu[0], ()
+    sm = min(sms)
+    if len(set(sms)) > 1:
+        findings.append(Finding("mixed-gpus", "warning",
+                                f"GPUs of different generations are visible (sm {sorted(set(sms))}); using "
+                                f"settings of the oldest (sm{sm}), which every GPU supports",
+                                "set CUDA_VISIBLE_DEVICES to one GPU model per job for full speed"))
+    gpu_profiles = sorted((p for p in profiles.values() if not p.cpu), key=lambda p: p.sm_min or 0)
+    for p in gpu_profiles:
+        if p.matches_sm(sm):
+            return p, tuple(findings)
+    lower = [p for p in gpu_profiles if (p.sm_max or 0) < sm]
+    if sm < 70 or not lower:
+        findings.append(Finding("gpu-unsupported", "error",
+                                f"GPU compute capability sm{sm} is older than sm70, the oldest vLLM and current "
+                                "PyTorch CUDA builds support", "use a GPU of sm70 (V100) or newer, or run on CPU "
+                                "with COMPAT_PROFILE=cpu"))
+        return (gpu_profiles[0] if gpu_profiles else profiles["cpu"]), tuple(findings)
+    p = lower[-1]
+    findings.append(Finding("gpu-unknown-newer", "warning",
+                            f"no profile knows sm{sm}; using the nearest older one, {p.name!r}",
+                            "upgrade compat, or add a profile in COMPAT_PROFILE_PATH"))
+    return p, tuple(findings)

@@ -1,0 +1,1 @@
+"""Report: checks that turn a machine + profile into findings, and their text/JSON rendering."""
