@@ -1,0 +1,45 @@
+"""Same sessions as tox.ini, from the same table (compat/data/vllm_releases.toml via tools/matrix.py).
+
+    nox -s py                         fast unit loop, no vLLM
+    nox -s vllm072                    whole suite inside the real vLLM 0.7.2 (tests for other releases skip)
+    nox -s vllm072 -- tests/vllm/test_x.py
+    nox -l                            list; sessions live in .nox/<name>, installs share the uv cache with tox
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "tools"))
+import matrix  # noqa: E402  (tools/matrix.py: stdlib-only table reader + installer)
+
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["py", *matrix.matrix_envs()]
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def py(session: nox.Session) -> None:
+    """Unit tests without vLLM."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *(session.posargs or ["tests", "--ignore=tests/vllm"]))
+
+
+def _vllm_session(name: str, version: str):
+    def run(session: nox.Session) -> None:
+        session.install("-e", ".[test]")
+        python = str(Path(session.virtualenv.location) / "bin" / "python")
+        session.run("python", str(ROOT / "tools" / "matrix.py"), "install", name, "--python", python)
+        session.run("pytest", *(session.posargs or ["tests"]),
+                    env={"COMPAT_MATRIX_ENV": name, "COMPAT_MATRIX_VLLM": version})
+
+    run.__doc__ = f"Whole suite inside the real vLLM {version} (cutoff and overrides from vllm_releases.toml)."
+    return run
+
+
+for _name, _version in matrix.matrix_envs().items():
+    nox.session(python=PYTHON, name=_name)(_vllm_session(_name, _version))
