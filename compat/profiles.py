@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
 from ._toml import load_toml
 from .errors import CompatError
 from .findings import Finding
@@ -90,9 +88,11 @@ def _parse(path: Path) -> Profile:
         raise CompatError(f"profile {where}: hf_attn_implementation {hf!r} is not one of {', '.join(HF_ATTN)}")
     refuse = d.get("refuse", {})
     if refuse.get("vllm"):
+        from .versions import spec
+
         try:
-            SpecifierSet(refuse["vllm"])
-        except InvalidSpecifier:
+            spec(refuse["vllm"])
+        except CompatError:
             raise CompatError(f"profile {where}: refuse.vllm {refuse['vllm']!r} is not a version specifier") from None
     rules = []
     for r in d.get("env", []):

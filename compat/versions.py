@@ -3,29 +3,34 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional
-
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
+from typing import TYPE_CHECKING, Optional
 
 from .errors import CompatError
 
+if TYPE_CHECKING:  # packaging is imported on first use: setup() on a machine without vLLM never needs it
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
 
 @lru_cache(maxsize=256)
-def parse(text: str, what: str = "version") -> Version:
+def parse(text: str, what: str = "version") -> "Version":
+    from packaging.version import InvalidVersion, Version
+
     try:
         return Version(text)
     except InvalidVersion:
         raise CompatError(f"{what} {text!r} is not a valid version (expected e.g. 0.7.2)") from None
 
 
-def release(text: str) -> Version:
+def release(text: str) -> "Version":
     """The public release of a version: 0.7.2+cu124 -> 0.7.2, 2.5.1+cu124 -> 2.5.1."""
     return parse(parse(text).public)
 
 
 @lru_cache(maxsize=256)
-def spec(text: str) -> SpecifierSet:
+def spec(text: str) -> "SpecifierSet":
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
     try:
         return SpecifierSet(text)
     except InvalidSpecifier:

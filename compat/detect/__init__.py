@@ -8,8 +8,6 @@ tens of milliseconds on a multi-GPU node and setup() runs in every process.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import threading
 from pathlib import Path
@@ -19,7 +17,6 @@ from ..findings import Finding
 from . import fallback, nvml
 from ._timeout import ProbeTimeout, call_with_timeout
 from .model import GPU, Environment, Hardware, Software
-from .simulate import load_hardware_file
 from .software import detect_software
 from .visible import visible_gpus
 
@@ -51,6 +48,8 @@ def detect(hardware_file: Optional[str] = None, environ: Optional[Mapping[str, s
 def _detect(hardware_file: Optional[str], env: Mapping[str, str]) -> Environment:
     software: Optional[Software] = None
     if hardware_file:
+        from .simulate import load_hardware_file
+
         hw, software = load_hardware_file(hardware_file)
     else:
         hw = detect_hardware(env)
@@ -131,6 +130,8 @@ def _cache_path(proc_driver: Optional[str], env: Mapping[str, str]) -> Optional[
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return None
+    import hashlib
+
     base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "compat"
     key = hashlib.sha256(f"{CACHE_VERSION}|{boot}|{proc_driver}".encode()).hexdigest()[:16]
     return base / f"hardware-{key}.json"
@@ -139,6 +140,8 @@ def _cache_path(proc_driver: Optional[str], env: Mapping[str, str]) -> Optional[
 def _read_cache(path: Optional[Path]) -> Optional[Hardware]:
     if path is None:
         return None
+    import json
+
     try:
         d = json.loads(path.read_text())
         gpus = tuple(GPU(g["index"], g["name"], tuple(g["compute_capability"]), g["memory_mib"], g["uuid"],
@@ -151,6 +154,8 @@ def _read_cache(path: Optional[Path]) -> Optional[Hardware]:
 def _write_cache(path: Optional[Path], hw: Hardware) -> None:
     if path is None or hw.findings:
         return
+    import json
+
     data = {"driver": hw.driver, "cuda": hw.cuda,
             "gpus": [dict(g.as_dict(), compute_capability=list(g.compute_capability)) for g in hw.gpus]}
     try:

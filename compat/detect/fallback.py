@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
+import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -28,6 +26,8 @@ def proc_driver_version(path: Path = PROC_VERSION) -> Optional[str]:
 
 def libcuda_driver_cuda() -> Optional[str]:
     """cuDriverGetVersion needs no cuInit, so it reads the driver's CUDA without creating a context."""
+    import ctypes
+
     try:
         lib = ctypes.CDLL("libcuda.so.1")
     except OSError:
@@ -39,11 +39,15 @@ def libcuda_driver_cuda() -> Optional[str]:
 
 
 def smi_available() -> bool:
-    return shutil.which("nvidia-smi") is not None
+    # shutil.which without importing shutil: this runs in every process
+    return any(os.access(os.path.join(d, "nvidia-smi"), os.X_OK)
+               for d in os.environ.get("PATH", "").split(os.pathsep) if d)
 
 
 def run_smi(timeout: float) -> str:
     """Raw CSV from nvidia-smi; raises subprocess/OS errors for the caller to turn into a finding."""
+    import subprocess
+
     out = subprocess.run(
         ["nvidia-smi", f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits"],
         capture_output=True, text=True, timeout=timeout, check=True)

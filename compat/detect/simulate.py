@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform
+import sys
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
@@ -51,5 +51,5 @@ def load_hardware_file(path: Union[str, Path]) -> Tuple[Hardware, Optional[Softw
         raise CompatError(f"{where}: [packages] must map distribution names to versions")
     pk = packages_tuple(packages)
     tv = dict(pk).get("torch")
-    return hw, Software(python=str(data.get("python", platform.python_version())), packages=pk,
+    return hw, Software(python=str(data.get("python", ".".join(map(str, sys.version_info[:3])))), packages=pk,
                         torch_cuda=torch_cuda(tv, None), source="file")

@@ -8,7 +8,6 @@ setup() runs in every process of a job.
 from __future__ import annotations
 
 import os
-import platform
 import re
 import sys
 from pathlib import Path
@@ -70,7 +69,7 @@ def detect_software(paths: Optional[Iterable[str]] = None) -> Software:
         versions["flashinfer-python"] = versions.pop("flashinfer")
     torch = found.get("torch")
     return Software(
-        python=platform.python_version(),
+        python=".".join(map(str, sys.version_info[:3])),
         packages=packages_tuple(versions),
         torch_cuda=torch_cuda(torch[0], torch[1]) if torch else None,
     )
