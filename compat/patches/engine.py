@@ -1,0 +1,516 @@
+"""Patch engine: declared, fingerprinted, all-or-nothing, idempotent and revertible patches of vLLM.
+
+A patch is data next to its code (`Patch`); a release-gated group of them is a `PatchSet`. Before anything is
+touched, every target of a set is resolved and its source fingerprint compared with the one verified on the
+release; a missing or drifted target refuses the whole set (a `Refusal`, reported as a finding), nothing is patched
+blindly. Installation swaps `__code__` for source edits (see source.py) or sets the attribute on its owner, and
+records exactly what it did so `revert()` restores the original objects. State is per process, under one lock.
+
+Imports nothing heavy: target modules are imported only when a set is applied (after vLLM finished importing) or
+when a caller asks `status(verify=True)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import logging
+import os
+import sys
+import textwrap
+import threading
+import types
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .. import versions
+from .source import SOURCE_EDITS
+
+log = logging.getLogger("compat")
+
+DISABLE_ENV = "COMPAT_DISABLE_PATCHES"
+STATUSES = ("applies", "applied", "not-applicable", "refused", "disabled")
+_FALSE = ("", "0", "false", "no", "off", "none")
+
+
+class PatchError(RuntimeError):
+    """A patch set the user asked for by name could not be applied (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class Patch:
+    id: str
+    target: str  # "package.module:Qualified.name"
+    why: str
+    upstream_fix: str
+    fingerprint: Union[str, Tuple[str, ...]]  # one per distinct release source the patch was verified on
+    make: Callable[[object], object] = field(repr=False, compare=False)  # make(original) -> replacement
+
+    def __post_init__(self) -> None:
+        module, _, qual = self.target.partition(":")
+        if not module or not qual:
+            raise ValueError(f"{self.id}: target must look like 'pkg.module:Qualified.name', got {self.target!r}")
+        for fp in self.fingerprints:
+            if not fp.startswith("sha256:") or len(fp) != len("sha256:") + 16:
+                raise ValueError(f"{self.id}: fingerprint must be 'sha256:' + 16 hex digits, got {fp!r}")
+
+    @property
+    def fingerprints(self) -> Tuple[str, ...]:
+        return (self.fingerprint,) if isinstance(self.fingerprint, str) else tuple(self.fingerprint)
+
+
+@dataclass(frozen=True)
+class PatchSet:
+    name: str
+    package: str  # distribution whose version gates the set; its import name is watched by the hook
+    versions: str  # packaging SpecifierSet
+    switch: Optional[str] = None  # None: auto-applied; else opt-in via setup(<switch>=...) or COMPAT_<SWITCH>
+    ledger: str = ""
+    patches: Tuple[Patch, ...] = ()
+
+    def __post_init__(self) -> None:
+        versions.spec(self.versions)  # CompatError on a malformed specifier, at declaration time
+        ids = [p.id for p in self.patches]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"{self.name}: duplicate patch ids")
+
+    @property
+    def module(self) -> str:
+        return self.package.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    patch_set: str
+    patch_id: str
+    reason: str
+    explicit: bool = False
+
+    def finding(self):
+        from ..findings import Finding
+
+        return Finding(
+            id=f"patches.{self.patch_set}.refused",
+            severity="error" if self.explicit else "warning",
+            message=f"patch set {self.patch_set} not applied: {self.reason}",
+            fix=f"upgrade compat, or disable with {DISABLE_ENV}={self.patch_id}",
+        )
+
+
+@dataclass(frozen=True)
+class PatchStatus:
+    id: str
+    patch_set: str
+    versions: str
+    status: str  # one of STATUSES
+    reason: str = ""
+    target: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fingerprints and targets
+
+
+def source_object(obj: object) -> object:
+    """What the fingerprint is taken of: the function behind a staticmethod/classmethod/property."""
+    if isinstance(obj, (staticmethod, classmethod)):
+        return obj.__func__
+    if isinstance(obj, property):
+        return obj.fget
+    return obj
+
+
+def fingerprint_source(source: str) -> str:
+    return "sha256:" + hashlib.sha256(textwrap.dedent(source).encode("utf-8")).hexdigest()[:16]
+
+
+def fingerprint(obj: object) -> str:
+    """sha256 (16 hex) of the dedented source of `obj` (what a Patch declares it expects to replace)."""
+    return fingerprint_source(inspect.getsource(source_object(obj)))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Target:
+    owner: object  # module or class the attribute lives on
+    attr: str
+    original: object  # the raw object found (static lookup along the MRO for classes)
+    own: bool  # whether `attr` was in owner.__dict__ (else inherited: revert deletes the shadowing attribute)
+
+
+def resolve(target: str) -> Target:
+    """Import the target's module and find the object; ImportError/AttributeError when it is missing."""
+    module_name, _, qual = target.partition(":")
+    obj: object = importlib.import_module(module_name)
+    parts = qual.split(".")
+    for part in parts[:-1]:
+        obj = getattr(obj, part)
+    name = parts[-1]
+    if isinstance(obj, type):
+        for klass in obj.__mro__:
+            if name in vars(klass):
+                return Target(obj, name, vars(klass)[name], name in vars(obj))
+        raise AttributeError(f"{target}: class {obj.__qualname__} has no attribute {name!r}")
+    return Target(obj, name, getattr(obj, name), True)
+
+
+def check_target(ps: PatchSet, patch: Patch) -> Tuple[Optional[Target], str]:
+    """(target, "") when the target exists and matches a verified fingerprint, else (None, refusal reason)."""
+    disable = f"upgrade compat or disable with {DISABLE_ENV}={patch.id}"
+    try:
+        target = resolve(patch.target)
+    except Exception as exc:  # ImportError, AttributeError, anything a broken module raises
+        return None, (f"{patch.target} not found ({type(exc).__name__}: {exc}); compat does not patch code it has "
+                      f"not verified; {disable}")
+    try:
+        actual = fingerprint(target.original)
+    except (OSError, TypeError) as exc:
+        return None, f"{patch.target}: source unavailable ({exc}); compat does not patch code it has not verified"
+    if actual not in patch.fingerprints:
+        expected = " or ".join(patch.fingerprints)
+        return None, (f"{patch.target} changed since the {ps.package}{ps.versions} code it was verified on "
+                      f"(fingerprint {actual}, expected {expected}); compat does not patch code it has not "
+                      f"verified; {disable}")
+    return target, ""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# install / undo
+
+
+@dataclass(frozen=True)
+class _Undo:
+    patch_id: str
+    mode: str  # "code": __code__ swapped on `func`; "attr": owner.attr replaced
+    owner: object = None
+    attr: str = ""
+    original: object = None
+    own: bool = True
+    func: Optional[types.FunctionType] = None
+    code: Optional[types.CodeType] = None
+    replacement: object = None
+
+
+def _swappable(original: object, replacement: object) -> Optional[types.FunctionType]:
+    """The function whose __code__ can take the replacement's code, or None (then the attribute is replaced)."""
+    if not isinstance(replacement, types.FunctionType) or replacement not in SOURCE_EDITS:
+        return None
+    fn = inspect.unwrap(source_object(original))  # type: ignore[arg-type]
+    if not isinstance(fn, types.FunctionType):
+        return None
+    a, b = fn.__code__, replacement.__code__
+    same = (a.co_freevars == b.co_freevars and a.co_argcount == b.co_argcount
+            and a.co_posonlyargcount == b.co_posonlyargcount and a.co_kwonlyargcount == b.co_kwonlyargcount
+            and a.co_varnames[: a.co_argcount + a.co_kwonlyargcount]
+            == b.co_varnames[: b.co_argcount + b.co_kwonlyargcount]
+            and (a.co_flags & 0x0C) == (b.co_flags & 0x0C))  # *args / **kwargs
+    return fn if same else None
+
+
+def _install(patch: Patch, target: Target, replacement: object) -> _Undo:
+    fn = _swappable(target.original, replacement)
+    if fn is not None:
+        undo = _Undo(patch.id, "code", func=fn, code=fn.__code__, replacement=replacement)
+        fn.__code__ = replacement.__code__  # type: ignore[attr-defined]
+        return undo
+    if replacement in SOURCE_EDITS:
+        raw = source_object(target.original)
+        if inspect.unwrap(raw) is not raw:  # type: ignore[arg-type]
+            raise PatchError(f"{patch.target} is decorated and its closure changed; cannot re-apply decorators")
+        if isinstance(target.original, (staticmethod, classmethod)):
+            replacement = type(target.original)(replacement)
+    setattr(target.owner, target.attr, replacement)
+    return _Undo(patch.id, "attr", owner=target.owner, attr=target.attr, original=target.original,
+                 own=target.own, replacement=replacement)
+
+
+def _undo(u: _Undo) -> None:
+    if u.mode == "code":
+        u.func.__code__ = u.code  # type: ignore[union-attr]
+    elif u.own:
+        setattr(u.owner, u.attr, u.original)
+    else:
+        delattr(u.owner, u.attr)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# process state
+
+_lock = threading.RLock()
+_applied: Dict[str, List[_Undo]] = {}  # set name -> undo records in application order (dict keeps set order)
+_refusals: Dict[str, Refusal] = {}
+_config: Optional["_Config"] = None
+_hook = None
+
+
+@dataclass(frozen=True)
+class _Config:
+    switches: Mapping[str, object]
+    explicit: frozenset
+    sets: Optional[Tuple[PatchSet, ...]]  # None: the registry in compat.patches.sets
+
+
+def registry() -> Tuple[PatchSet, ...]:
+    from .sets import all_sets
+
+    return all_sets()
+
+
+def disabled_ids(switches: Optional[Mapping[str, object]] = None) -> frozenset:
+    """Patch ids / set names switched off by COMPAT_DISABLE_PATCHES (comma or space separated, or `all`)."""
+    items = os.environ.get(DISABLE_ENV, "").replace(",", " ").split()
+    extra = (switches or {}).get("disable_patches")
+    if isinstance(extra, str):
+        items += extra.replace(",", " ").split()
+    elif extra:
+        items += [str(x) for x in extra]  # type: ignore[union-attr]
+    return frozenset(i.strip() for i in items if i.strip())
+
+
+def is_disabled(ps: PatchSet, patch: Patch, disabled: frozenset) -> bool:
+    return "all" in disabled or ps.name in disabled or patch.id in disabled
+
+
+def switch_on(ps: PatchSet, switches: Optional[Mapping[str, object]] = None) -> bool:
+    """Auto sets are always on; opt-in sets when setup(<switch>=...) or COMPAT_<SWITCH> says so."""
+    if ps.switch is None:
+        return True
+    switches = switches or {}
+    value = switches[ps.switch] if ps.switch in switches else os.environ.get("COMPAT_" + ps.switch.upper())
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE
+    return bool(value)
+
+
+def installed_version(package: str) -> Optional[str]:
+    """The installed distribution's version from its metadata (no import of the package), or None."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def applied_sets() -> Tuple[str, ...]:
+    with _lock:
+        return tuple(_applied)
+
+
+def refusals() -> Tuple[Refusal, ...]:
+    with _lock:
+        return tuple(_refusals.values())
+
+
+def findings() -> list:
+    """compat.findings.Finding for every refused set in this process (for doctor)."""
+    return [r.finding() for r in refusals()]
+
+
+def apply_set(ps: PatchSet, *, explicit: bool = False, disabled: Optional[frozenset] = None) -> bool:
+    """Apply `ps` now (importing its targets), all-or-nothing and once per process. True when applied.
+
+    Failures roll back what this call installed; they raise PatchError when `explicit` (the user named the set),
+    else log a warning and record a Refusal.
+    """
+    disabled = disabled_ids() if disabled is None else disabled
+    with _lock:
+        if ps.name in _applied:
+            return True
+        if ps.name in _refusals and not explicit:
+            return False
+        todo = [p for p in ps.patches if not is_disabled(ps, p, disabled)]
+        if not todo:
+            return False
+        failed: Optional[Patch] = None
+        reason = ""
+        targets: List[Target] = []
+        for patch in todo:  # verify every target before touching any
+            target, reason = check_target(ps, patch)
+            if target is None:
+                failed = patch
+                break
+            targets.append(target)
+        undos: List[_Undo] = []
+        if failed is None:
+            for patch, target in zip(todo, targets):
+                try:
+                    undos.append(_install(patch, target, patch.make(target.original)))
+                except Exception as exc:
+                    failed = patch
+                    reason = f"{patch.id} failed while applying ({type(exc).__name__}: {exc}); set rolled back"
+                    for u in reversed(undos):
+                        try:
+                            _undo(u)
+                        except Exception:  # pragma: no cover - leave a trace, keep undoing the rest
+                            log.exception("compat: rollback of %s failed", u.patch_id)
+                    break
+        if failed is not None:
+            refusal = Refusal(ps.name, failed.id, reason, explicit)
+            _refusals[ps.name] = refusal
+            if explicit:
+                raise PatchError(f"patch set {ps.name}: {reason}")
+            log.warning("compat: patch set %s not applied: %s", ps.name, reason)
+            return False
+        _applied[ps.name] = undos
+        _refusals.pop(ps.name, None)
+        log.info("compat: applied patch set %s (%s)", ps.name, ", ".join(u.patch_id for u in undos))
+        return True
+
+
+def _wanted(ps: PatchSet, cfg: _Config, disabled: frozenset) -> bool:
+    """Whether `ps` should be applied under `cfg` to the installed release; PatchError for explicit misfits."""
+    explicit = ps.name in cfg.explicit
+    if not explicit and not switch_on(ps, cfg.switches):
+        return False
+    version = installed_version(ps.package)
+    if not versions.in_spec(version, ps.versions):
+        if explicit:
+            raise PatchError(f"patch set {ps.name} is for {ps.package}{ps.versions}; installed: {version}")
+        return False
+    if all(is_disabled(ps, p, disabled) for p in ps.patches):
+        if explicit:
+            log.warning("compat: patch set %s was asked for but %s disables it", ps.name, DISABLE_ENV)
+        return False
+    return True
+
+
+def apply_for(module: str) -> List[str]:
+    """Apply the activated sets gated on the package imported as `module` (the hook's callback)."""
+    with _lock:
+        cfg = _config
+        if cfg is None:
+            return []
+        disabled = disabled_ids(cfg.switches)
+        done = []
+        for ps in cfg.sets if cfg.sets is not None else registry():
+            if ps.module == module and _wanted(ps, cfg, disabled):
+                if apply_set(ps, explicit=ps.name in cfg.explicit, disabled=disabled):
+                    done.append(ps.name)
+        return done
+
+
+def activate(switches: Optional[Mapping[str, object]] = None, explicit: Iterable[str] = frozenset(), *,
+             sets: Optional[Sequence[PatchSet]] = None) -> None:
+    """Apply enabled sets when their package finishes importing, or at once if it already has. Never imports vLLM.
+
+    switches: setup() keywords (opt-in set switches like fp8=True; `disable_patches` adds to the kill switch).
+    explicit: set names the user asked for by name: failures raise PatchError instead of logging.
+    sets: override the registry (tests).
+    """
+    global _config, _hook
+    from .hooks import install_import_hook, uninstall_import_hook
+
+    with _lock:
+        _config = _Config(dict(switches or {}), frozenset(explicit), tuple(sets) if sets is not None else None)
+        modules = {ps.module for ps in (_config.sets if _config.sets is not None else registry())}
+        now = sorted(m for m in modules if m in sys.modules)
+        later = modules.difference(now)
+        if _hook is not None and not later.issubset(_hook.names):
+            uninstall_import_hook(_hook)
+            _hook = None
+        if later and (_hook is None or _hook not in sys.meta_path):
+            _hook = install_import_hook(apply_for, later)
+        for module in now:
+            apply_for(module)
+
+
+def revert() -> None:
+    """Undo every applied set (reverse order), forget refusals and remove the import hook."""
+    global _config, _hook
+    from .hooks import uninstall_import_hook
+
+    with _lock:
+        for name in reversed(list(_applied)):
+            for u in reversed(_applied[name]):
+                _undo(u)
+        _applied.clear()
+        _refusals.clear()
+        uninstall_import_hook(_hook)
+        _hook = None
+        _config = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# status
+
+
+def status(vllm_version: Optional[str] = None, switches: Optional[Mapping[str, object]] = None, *,
+           verify: bool = False, sets: Optional[Sequence[PatchSet]] = None) -> List[PatchStatus]:
+    """Every patch with its set, specifier and status for the installed (or given) vLLM version.
+
+    applies: would apply (vLLM not imported yet, or not checked); applied: applied in this process; refused: the
+    target is missing or drifted (known once vLLM is imported, or with verify=True, which imports the targets of the
+    installed release); disabled: kill switch, or an opt-in set whose switch is off; not-applicable: other release.
+    Raises compat.errors.CompatError on a malformed `vllm_version`.
+    """
+    if vllm_version is not None:
+        versions.parse(vllm_version, "vLLM version")
+    cfg = _config
+    switches = dict(cfg.switches if cfg and switches is None else switches or {})
+    disabled = disabled_ids(switches)
+    explicit = cfg.explicit if cfg else frozenset()
+    out: List[PatchStatus] = []
+    for ps in sets if sets is not None else (cfg.sets if cfg and cfg.sets is not None else registry()):
+        installed = installed_version(ps.package)
+        given = vllm_version if (vllm_version is not None and ps.package == "vllm") else None
+        version = given or installed
+        here = given is None or (installed is not None and versions.parse(given) == versions.parse(installed))
+        with _lock:
+            undos = {u.patch_id: u for u in _applied.get(ps.name, ())} if here else {}
+            refusal = _refusals.get(ps.name) if here else None
+        for p in ps.patches:
+            def row(state: str, reason: str = "") -> PatchStatus:
+                return PatchStatus(p.id, ps.name, ps.versions, state, reason, p.target)
+
+            if p.id in undos:
+                how = "code swapped in place" if undos[p.id].mode == "code" else "attribute replaced"
+                out.append(row("applied", f"applied in this process ({how})"))
+            elif is_disabled(ps, p, disabled):
+                out.append(row("disabled", f"{DISABLE_ENV}={os.environ.get(DISABLE_ENV, '') or 'set by setup()'}"))
+            elif version is None:
+                out.append(row("not-applicable", f"{ps.package} is not installed"))
+            elif not versions.in_spec(version, ps.versions):
+                out.append(row("not-applicable", f"{ps.package} {version} is outside {ps.versions}"))
+            elif refusal is not None:
+                out.append(row("refused", refusal.reason))
+            elif ps.switch is not None and ps.name not in explicit and not switch_on(ps, switches):
+                out.append(row("disabled", f"opt-in: enable with compat.setup({ps.switch}=...) or "
+                                           f"COMPAT_{ps.switch.upper()}=1"))
+            else:
+                reason = ""
+                if here and (verify or p.target.partition(":")[0] in sys.modules):
+                    target, reason = check_target(ps, p)
+                    if target is None:
+                        out.append(row("refused", reason))
+                        continue
+                    reason = "target verified (fingerprint matches)"
+                elif given is not None and not here:
+                    reason = f"would apply to {ps.package} {given}"
+                else:
+                    reason = f"applies when {ps.module} is imported"
+                out.append(row("applies", reason))
+    return out
+
+
+patch_status = status
+
+
+def status_dicts(statuses: Iterable[PatchStatus]) -> List[dict]:
+    return [s.as_dict() for s in statuses]
+
+
+def format_status_table(statuses: Sequence[PatchStatus]) -> str:
+    """A plain text table: patch, set, versions, status, reason."""
+    head = ("patch", "set", "versions", "status", "reason")
+    rows = [head] + [(s.id, s.patch_set, s.versions, s.status, s.reason) for s in statuses]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = []
+    for r in rows:
+        lines.append("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    if not statuses:
+        lines.append("(no patches declared)")
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,100 @@
+"""Post-import hook: run a callback right after a watched top-level package (vllm) finishes importing.
+
+The finder sits in `sys.meta_path` of every process that called `compat.setup()`, so `find_spec` is one set
+lookup for every other import. For a watched name it asks the remaining finders for the real spec and wraps only
+its loader; the wrapper puts the real loader back on the module and spec before executing it (nothing keeps a
+reference to the wrapper afterwards), then calls the callback once the package body has completed, so the
+callback may import the package's submodules safely. The hook removes itself once every watched name has fired.
+Nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Callable, Iterable, Optional
+
+Callback = Callable[[str], None]
+
+
+class _Loader:
+    """Delegates to the real loader; after exec_module completes, fires the hook's callback."""
+
+    def __init__(self, finder: "PostImportFinder", real: object, name: str) -> None:
+        self._finder = finder
+        self._real = real
+        self._name = name
+
+    def create_module(self, spec):  # noqa: D401 - importlib protocol
+        create = getattr(self._real, "create_module", None)
+        return create(spec) if create is not None else None
+
+    def exec_module(self, module) -> None:
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.loader is self:
+            spec.loader = self._real
+        if getattr(module, "__loader__", None) is self:
+            module.__loader__ = self._real
+        self._real.exec_module(module)  # type: ignore[attr-defined]
+        self._finder._fired(self._name)
+
+    def __getattr__(self, item: str):  # get_resource_reader, is_package, get_code ...
+        return getattr(self._real, item)
+
+
+class PostImportFinder:
+    """A meta path finder that never finds anything itself; it only wraps the loader of watched packages."""
+
+    def __init__(self, names: Iterable[str], callback: Callback) -> None:
+        self.names = frozenset(names)
+        self._pending = set(self.names)
+        self._callback = callback
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def find_spec(self, fullname: str, path=None, target=None):
+        if fullname not in self._pending or getattr(self._local, "busy", False):
+            return None
+        self._local.busy = True
+        try:
+            for finder in list(sys.meta_path):
+                if finder is self:
+                    continue
+                find = getattr(finder, "find_spec", None)
+                if find is None:
+                    continue
+                spec = find(fullname, path, target)
+                if spec is not None:
+                    break
+            else:
+                return None
+        finally:
+            self._local.busy = False
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec  # namespace package or legacy loader: nothing to wrap; the caller's fallback covers it
+        spec.loader = _Loader(self, spec.loader, fullname)
+        return spec
+
+    def _fired(self, name: str) -> None:
+        with self._lock:
+            self._pending.discard(name)
+            done = not self._pending
+        if done:
+            uninstall_import_hook(self)
+        self._callback(name)
+
+
+def install_import_hook(callback: Callback, names: Iterable[str] = ("vllm",)) -> PostImportFinder:
+    """Install a finder that calls `callback(name)` after each watched top-level package finishes importing."""
+    finder = PostImportFinder(names, callback)
+    sys.meta_path.insert(0, finder)
+    return finder
+
+
+def uninstall_import_hook(finder: Optional[PostImportFinder]) -> None:
+    if finder is None:
+        return
+    try:
+        sys.meta_path.remove(finder)
+    except ValueError:
+        pass
