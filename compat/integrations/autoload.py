@@ -1,0 +1,16 @@
+"""Opt-in autoload: importing this module runs compat.setup() in the current interpreter.
+
+compat-autoload.pth (installed at the root of site-packages by the wheel) imports this module at interpreter start
+only when COMPAT_AUTOLOAD=1; with the variable unset the .pth line costs one dict lookup and imports nothing.
+Any failure, here or while importing compat, becomes one warning line on stderr: interpreter start never fails.
+Use it for processes neither vLLM's plugin mechanism nor Ray reaches (vLLM 0.5.4 workers, torchrun ranks, ...).
+"""
+
+from __future__ import annotations
+
+from . import safe_setup
+
+PTH_NAME = "compat-autoload.pth"
+ENV_VAR = "COMPAT_AUTOLOAD"
+
+report = safe_setup("COMPAT_AUTOLOAD=1")
