@@ -147,3 +147,33 @@ def test_module_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "compat", "doctor", "--hardware", str(FIXTURES / "h100-sxm.toml")],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and "Profile hopper" in r.stdout
+
+
+@pytest.mark.parametrize("vllm,fixture,backend,via", [
+    ("0.5.4", "v100-sxm2", "XFORMERS", "env:VLLM_ATTENTION_BACKEND"),
+    ("0.10.1.1", "t4-driver470", "XFORMERS", "env:VLLM_ATTENTION_BACKEND"),
+    ("0.10.2", "v100-sxm2", "FLEX_ATTENTION", "env:VLLM_ATTENTION_BACKEND"),
+    ("0.11.0", "t4-driver470", "FLEX_ATTENTION", "env:VLLM_ATTENTION_BACKEND"),
+    ("0.12.0", "v100-sxm2", "TRITON_ATTN", "env:VLLM_ATTENTION_BACKEND"),
+    ("0.7.2", "a100-sxm4", "FLASH_ATTN", "env:VLLM_ATTENTION_BACKEND"),
+    ("0.11.0", "h100-sxm", "FLASH_ATTN", "env:VLLM_ATTENTION_BACKEND"),
+])
+def test_backend_named_and_set_the_way_the_release_reads_it(capsys, tmp_path, vllm, fixture, backend, via):
+    fx = tmp_path / "fx.toml"
+    fx.write_text((FIXTURES / f"{fixture}.toml").read_text() + f'\n[packages]\nvllm = "{vllm}"\n')
+    _, _, d = findings(capsys, str(fx))
+    assert (d["profile"]["attention_backend"], d["profile"]["attention_backend_via"]) == (backend, via)
+    if via.startswith("env:"):
+        assert d["env"]["VLLM_ATTENTION_BACKEND"] == backend
+
+
+def test_backend_passed_as_engine_option_where_the_env_var_is_gone(tmp_path):
+    import compat
+
+    fx = tmp_path / "fx.toml"
+    fx.write_text((FIXTURES / "h100-sxm.toml").read_text() + '\n[packages]\nvllm = "0.33.0"\n')
+    rep = compat.setup(hardware=str(fx), patches=False)
+    b = rep.resolved.attention_backend
+    assert b.option and not b.env_var
+    assert compat.vllm_kwargs()[b.option] == "FLASH_ATTN"
+    assert "VLLM_ATTENTION_BACKEND" not in dict(rep.env_set)
