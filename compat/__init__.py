@@ -16,4 +16,11 @@ from .findings import Finding
 
 __version__ = "0.1.0"
 __all__ = ["setup", "revert", "current", "vllm_kwargs", "hf_kwargs", "Report", "Finding", "CompatError",
-           "__version__"]
+           "__version__", "ray_runtime_env"]
+
+
+def __getattr__(name: str):  # lazy, so `import compat` never imports Ray
+    if name == "ray_runtime_env":
+        from .integrations.ray import ray_runtime_env
+        return ray_runtime_env
+    raise AttributeError(f"module 'compat' has no attribute {name!r}")
