@@ -80,7 +80,7 @@ def build_report(hardware: Optional[str] = None, profile: Optional[str] = None, 
                  export: bool = False, patches: bool = False, switches: Optional[Dict[str, Any]] = None,
                  vllm_version: Optional[str] = None) -> Report:
     """Everything doctor and setup() share; `export`/`patches` decide whether this process is changed."""
-    env = detect(hardware, environ)
+    env = detect(hardware or environ.get("COMPAT_HARDWARE") or None, environ)  # COMPAT_HARDWARE=FILE: simulate
     prof, pfind = select_profile([g.sm for g in env.hardware.gpus], environ, requested=profile)
     want_fp8 = None if fp8 in (None, False) else True
     resolved = resolve(prof, env, dtype=dtype, fp8=want_fp8)
