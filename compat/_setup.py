@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -100,15 +101,14 @@ def build_report(hardware: Optional[str] = None, profile: Optional[str] = None, 
     sw = dict(switches or {})
     if resolved.fp8 and "fp8" not in sw and fp8:
         sw["fp8"] = fp8
-    try:
+    vllm = vllm_version or env.software.version("vllm")
+    if vllm is not None:  # no vLLM installed: nothing to patch, so the patch engine is not even imported
         from . import patches as patchmod
-    except ImportError:  # the patch engine is optional at this layer
-        patchmod = None
-    if patchmod is not None and hasattr(patchmod, "activate"):
+
         if patches:
             patchmod.activate(sw)
-        patch_records = tuple(patchmod.status(vllm_version or env.software.version("vllm"), sw))
-        findings += list(getattr(patchmod, "findings", lambda: [])())
+        patch_records = tuple(patchmod.status(vllm, sw))
+        findings += list(patchmod.findings())
     return Report(environment=env, resolved=resolved, env_set=tuple(env_set), env_kept=tuple(env_kept),
                   patches=patch_records, findings=tuple(_dedupe(findings)), switches=tuple(sorted(sw.items())))
 
@@ -162,11 +162,8 @@ def revert() -> None:
     """Undo setup(): restore patched vLLM code exactly and remove the env vars compat exported."""
     global _current
     with _lock:
-        try:
-            from . import patches as patchmod
-            patchmod.revert()
-        except ImportError:
-            pass
+        if "compat.patches" in sys.modules:  # only loaded when a vLLM was installed
+            sys.modules["compat.patches"].revert()
         envmod.unexport()
         _last.clear()
         _current = None
