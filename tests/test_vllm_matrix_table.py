@@ -38,6 +38,10 @@ def test_every_release_entry_is_complete(matrix):
             Requirement(o)
         if r["overrides"]:
             assert r.get("reason", "").strip(), r["version"]
+        for extra in r.get("also_install", []):
+            Requirement(extra)
+        if r.get("also_install"):
+            assert r.get("reason", "").strip(), r["version"]
 
 
 def test_releases_are_unique_and_dated_in_order(matrix):
@@ -75,4 +79,4 @@ def test_override_file_and_command(matrix, tmp_path):
     rel = matrix.resolve("vllm054")
     cmd = matrix.install_cmd(rel, "/env/bin/python", str(tmp_path / "o.txt"))
     assert cmd[1:] == ["pip", "install", "--python", "/env/bin/python", "--exclude-newer", "2024-08-20",
-                       "--override", str(tmp_path / "o.txt"), "vllm==0.5.4"]
+                       "--override", str(tmp_path / "o.txt"), "vllm==0.5.4", "setuptools"]

@@ -9,7 +9,8 @@ Used by tox.ini (commands_pre), noxfile.py (imported) and tests/vllm (imported b
     python tools/matrix.py install vllm072      # install that release into *this* interpreter's env
     python tools/matrix.py report vllm072       # installed vLLM/torch/transformers + env size, one markdown row
 
-`install` runs `uv pip install --python <this python> --exclude-newer <cutoff> --override <file> vllm==X` and writes
+`install` runs `uv pip install --python <this python> --exclude-newer <cutoff> --override <file> vllm==X [also_install]`
+and writes
 <env>/compat-matrix.json; when that marker matches the table and the installed vllm/torch versions agree, it does
 nothing (warm tox runs cost well under a second). `--force` reinstalls.
 """
@@ -62,8 +63,8 @@ def load_table(path: Optional[Path] = None) -> Dict[str, Any]:
         missing = [k for k in REQUIRED if k not in rel]
         if missing:
             raise ValueError(f"release {rel.get('version', '?')}: missing {', '.join(missing)}")
-        if rel["overrides"] and not rel.get("reason"):
-            raise ValueError(f"release {rel['version']}: overrides need a `reason`")
+        if (rel["overrides"] or rel.get("also_install")) and not rel.get("reason"):
+            raise ValueError(f"release {rel['version']}: overrides / also_install need a `reason`")
     return data
 
 
@@ -121,7 +122,10 @@ def uv_bin() -> str:
 
 def wanted(rel: Dict[str, Any]) -> Dict[str, Any]:
     """What the marker must record for an env to count as installed."""
-    return {k: rel[k] for k in ("version", "exclude_newer", "torch", "overrides")}
+    out = {k: rel[k] for k in ("version", "exclude_newer", "torch", "overrides")}
+    if rel.get("also_install"):
+        out["also_install"] = rel["also_install"]
+    return out
 
 
 def installed_versions(python: str, names=("vllm", "torch", "transformers")) -> Dict[str, Optional[str]]:
@@ -169,7 +173,7 @@ def install_cmd(rel: Dict[str, Any], python: str, override_file: Optional[str]) 
     cmd = [uv_bin(), "pip", "install", "--python", python, "--exclude-newer", rel["exclude_newer"]]
     if override_file:
         cmd += ["--override", override_file]
-    return cmd + [f"vllm=={rel['version']}"]
+    return cmd + [f"vllm=={rel['version']}", *rel.get("also_install", [])]
 
 
 def install(rel: Dict[str, Any], python: Optional[str] = None, force: bool = False) -> Dict[str, Any]:
