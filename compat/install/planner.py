@@ -1,0 +1,407 @@
+"""Plan a torch + vLLM + flash-attn set for a machine, from the knowledge tables only (offline, milliseconds).
+
+The choice, in order:
+  vLLM     the requested release, or the newest one in vllm_releases.toml that fits; a release fits when the
+           target Python is in its range, the GPU profile does not refuse it (V100: nothing from 0.20) and some
+           CUDA variant of its torch pin passes the three rules below;
+  torch    exactly the release's pin (vLLM's kernels are built against it);
+  variant  (a) carries every visible GPU's arch (same-major rule: knowledge.runs_arch), (b) the driver runs it
+           (minor-version compatibility: knowledge.min_driver_for_cuda), (c) has the CUDA major of the vLLM wheel,
+           which is built with the default variant of its torch pin (installer.toml [vllm_wheel]);
+           the default variant is preferred (it comes from the package index, no extra index needed);
+  flash-attn  only on sm80+, the newest release with a prebuilt wheel for this torch minor, CUDA major, Python and
+           C++ ABI (flash_attn.toml); else none.
+Resolution parity: uv gets `--exclude-newer <cutoff>` + `--override`, pip gets `--uploaded-prior-to <cutoff>` (pip
+>= 26.0) and an emulated override (install vLLM without deps, then its requirements with the override swapped in).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from .. import knowledge, versions
+from .._toml import load_data
+from ..detect.model import Environment, Hardware
+from ..errors import CompatError
+from ..findings import Finding
+
+INSTALLERS = ("uv", "pip")
+OVERRIDES_FILE = "compat-overrides.txt"
+REQUIREMENTS_FILE = "compat-requirements.txt"
+
+
+class PlanRefused(CompatError):
+    """No set fits this machine; the message says why and what to change (CLI exit 2, one line)."""
+
+    def __init__(self, message: str, fix: str, rejected: Sequence[Tuple[str, str]] = ()):
+        super().__init__(f"{message}; fix: {fix}")
+        self.reason, self.fix, self.rejected = message, fix, tuple(rejected)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One installer step: run `argv`, or write `content` to `path` (shown as a printf line)."""
+    argv: Tuple[str, ...] = ()
+    path: str = ""
+    content: str = ""
+    label: str = ""
+    verify: bool = False            # check this step with the installer's dry-run before running it
+
+    def shell(self) -> str:
+        if self.path:
+            lines = " ".join(shlex.quote(x) for x in self.content.splitlines())
+            return f"printf '%s\\n' {lines} > {shlex.quote(self.path)}"
+        return shlex.join(self.argv)
+
+
+@dataclass(frozen=True)
+class Plan:
+    vllm: str
+    vllm_date: str
+    torch: str
+    torch_variant: str
+    torch_default_variant: bool
+    cuda: str                       # CUDA of the torch variant, "12.8"
+    flash_attn: Optional[str]
+    cutoff: str                     # UTC timestamp both installers filter uploads by
+    overrides: Tuple[str, ...]
+    python: str
+    profile: str
+    explanations: Tuple[Tuple[str, str], ...]   # (what, why)
+    findings: Tuple[Finding, ...] = ()
+    rejected: Tuple[Tuple[str, str], ...] = ()   # (vllm version, why not), newest first
+    gpus: Tuple[str, ...] = field(default=())
+
+    # -- what to install --------------------------------------------------------------------------------
+    @property
+    def torch_requirement(self) -> str:
+        """torch==2.5.1 for the default wheel; torch==2.8.0+cu126 when the variant index must provide it."""
+        return f"torch=={self.torch}" if self.torch_default_variant else f"torch=={self.torch}+{self.torch_variant}"
+
+    def requirements(self) -> List[str]:
+        return [f"vllm=={self.vllm}", self.torch_requirement]
+
+    def steps(self, installer: str, python: str = "python", pip_has_cutoff: bool = False) -> List[Step]:
+        """The installer steps; `python` is the target interpreter (a path in `compat install`)."""
+        if installer == "uv":
+            return self._uv_steps(python)
+        if installer == "pip":
+            return self._pip_steps(python, pip_has_cutoff)
+        raise CompatError(f"installer {installer!r} is not one of {', '.join(INSTALLERS)}")
+
+    def commands(self, installer: str, python: str = "python", pip_has_cutoff: bool = False) -> List[str]:
+        return [s.shell() for s in self.steps(installer, python, pip_has_cutoff)]
+
+    def _uv_steps(self, python: str) -> List[Step]:
+        base = ["uv", "pip", "install", "--python", python, "--exclude-newer", self.cutoff]
+        if not self.torch_default_variant:
+            base += ["--torch-backend", self.torch_variant]
+        out: List[Step] = []
+        main = list(base)
+        if self.overrides:
+            out.append(Step(path=OVERRIDES_FILE, content="\n".join(self.overrides) + "\n",
+                            label="write the overrides file"))
+            main += ["--override", OVERRIDES_FILE]
+        out.append(Step(argv=tuple(main + [f"vllm=={self.vllm}", f"torch=={self.torch}"]), verify=True,
+                        label=f"install vLLM {self.vllm} + torch {self.torch} ({self.torch_variant})"))
+        if self.flash_attn:
+            out.append(Step(argv=tuple(base + ["setuptools", "wheel", "packaging", "psutil", "ninja"]),
+                            label="install flash-attn's build requirements"))
+            out.append(Step(argv=tuple(_without_cutoff(base) + ["--no-build-isolation", f"flash-attn=={self.flash_attn}"]),
+                            label=f"install flash-attn {self.flash_attn} (prebuilt wheel for this torch)"))
+        return out
+
+    def _pip_steps(self, python: str, pip_has_cutoff: bool) -> List[Step]:
+        out: List[Step] = []
+        if not pip_has_cutoff:
+            out.append(Step(argv=(python, "-m", "pip", "install", "--upgrade", f"pip>={_pip_cutoff_version()}"),
+                            label="upgrade pip to a release with --uploaded-prior-to"))
+        base = [python, "-m", "pip", "install", f"--uploaded-prior-to={self.cutoff}"]
+        if not self.torch_default_variant:
+            base += ["--extra-index-url", torch_index_url(self.torch_variant)]
+        if self.overrides:
+            out.append(Step(argv=tuple(base + ["--no-deps", f"vllm=={self.vllm}"]),
+                            label=f"install vLLM {self.vllm} alone (pip cannot override its pins)"))
+            gen = [python, "-m", "compat.install.requirements", "--python", python, "--output", REQUIREMENTS_FILE]
+            out.append(Step(argv=tuple(gen + ["vllm"] + [f"--override={o}" for o in self.overrides]),
+                            label="write vLLM's requirements with the overrides swapped in"))
+            out.append(Step(argv=tuple(base + ["-r", REQUIREMENTS_FILE, self.torch_requirement]), verify=True,
+                            label=f"install vLLM's requirements + torch {self.torch} ({self.torch_variant})"))
+        else:
+            out.append(Step(argv=tuple(base + [f"vllm=={self.vllm}", self.torch_requirement]), verify=True,
+                            label=f"install vLLM {self.vllm} + torch {self.torch} ({self.torch_variant})"))
+        if self.flash_attn:
+            out.append(Step(argv=tuple(base + ["setuptools", "wheel", "packaging", "psutil", "ninja"]),
+                            label="install flash-attn's build requirements"))
+            out.append(Step(argv=tuple(_without_cutoff(base) + ["--no-build-isolation", f"flash-attn=={self.flash_attn}"]),
+                            label=f"install flash-attn {self.flash_attn} (prebuilt wheel for this torch)"))
+        return out
+
+    def constraints(self) -> str:
+        """A pip constraints file pinning the plan (use with the cutoff for the full resolution)."""
+        lines = [f"# compat plan: vLLM {self.vllm} + torch {self.torch} ({self.torch_variant}) for {', '.join(self.gpus)}",
+                 f"# resolve as of {self.cutoff}: pip install --uploaded-prior-to={self.cutoff} -c THIS_FILE vllm"
+                 + ("" if self.torch_default_variant else " (plus the torch variant index: --format pip)"),
+                 f"#                  uv pip install --exclude-newer {self.cutoff} -c THIS_FILE vllm",
+                 f"vllm=={self.vllm}", self.torch_requirement]
+        if self.flash_attn:
+            lines.append(f"flash-attn=={self.flash_attn}")
+        for o in self.overrides:
+            lines.append(f"# override (contradicts vLLM's own pin, so not a constraint; --format pip/uv apply it): {o}")
+        return "\n".join(lines) + "\n"
+
+    def as_dict(self, installer: str = "uv") -> Dict[str, Any]:
+        return {
+            "schema": 1,
+            "vllm": self.vllm, "vllm_date": self.vllm_date, "torch": self.torch, "torch_variant": self.torch_variant,
+            "torch_requirement": self.torch_requirement, "torch_default_variant": self.torch_default_variant,
+            "cuda": self.cuda, "flash_attn": self.flash_attn, "python": self.python, "profile": self.profile,
+            "gpus": list(self.gpus), "cutoff": self.cutoff, "overrides": list(self.overrides),
+            "installer": installer, "commands": self.commands(installer),
+            "commands_by_installer": {i: self.commands(i) for i in INSTALLERS},
+            "explanations": [{"choice": w, "why": y} for w, y in self.explanations],
+            "rejected": [{"vllm": v, "why": y} for v, y in self.rejected],
+            "findings": [f.as_dict() for f in self.findings],
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------
+def _without_cutoff(argv: List[str]) -> List[str]:
+    """flash-attn is pinned exactly and may be newer than vLLM's cutoff (its wheels for old torch came later)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--exclude-newer":
+            skip = True
+        elif not a.startswith("--uploaded-prior-to"):
+            out.append(a)
+    return out
+
+
+def _installer_table() -> Dict[str, Any]:
+    return load_data("installer")
+
+
+def _pip_cutoff_version() -> str:
+    return _installer_table()["pip"]["uploaded_prior_to"]
+
+
+def torch_index_url(variant: str) -> str:
+    return _installer_table()["torch_index"]["url"].format(variant=variant)
+
+
+def variant_cuda(variant: str) -> str:
+    """cu128 -> "12.8", cu118 -> "11.8"."""
+    digits = variant[2:]
+    if not variant.startswith("cu") or not digits.isdigit() or len(digits) < 3:
+        raise CompatError(f"{variant!r} is not a CUDA variant like cu128")
+    return f"{digits[:-1]}.{digits[-1]}"
+
+
+def parse_request(text: Optional[str]) -> Requirement:
+    """'vllm', 'vllm==0.7.2', 'vllm>=0.8,<0.10' or a bare version '0.7.2'."""
+    text = (text or "vllm").strip()
+    if text and text[0].isdigit():
+        text = f"vllm=={text}"
+    try:
+        req = Requirement(text)
+    except InvalidRequirement:
+        raise CompatError(f"{text!r} is not a requirement; use e.g. vllm, vllm==0.7.2 or 'vllm>=0.8,<0.10'") from None
+    if req.name.lower() != "vllm":
+        raise CompatError(f"compat plans vLLM sets; got {req.name!r} (use vllm, vllm==X or a specifier)")
+    if req.url or req.extras:
+        raise CompatError(f"{text!r}: URLs and extras are not supported; name a vLLM version")
+    for s in req.specifier:
+        versions.parse(s.version.rstrip(".*"), what="vLLM version")
+    return req
+
+
+def _releases() -> List[Dict[str, Any]]:
+    rows = load_data("vllm_releases").get("release", [])
+    return sorted(rows, key=lambda r: versions.parse(r["version"]), reverse=True)
+
+
+def _cutoff(rel: Dict[str, Any]) -> str:
+    return f"{rel['exclude_newer']}{_installer_table()['cutoff']['time_of_day']}"
+
+
+def _cc(cc: str) -> Tuple[int, int]:
+    major, minor = cc.split(".")[:2]
+    return int(major), int(minor)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    variant: str
+    cuda: str
+    default: bool
+    why: str
+    findings: Tuple[Finding, ...] = ()
+
+
+def _variant_for(rel: Dict[str, Any], hw: Hardware) -> Tuple[Optional[_Fit], str, Optional[str]]:
+    """The CUDA variant of the release's torch pin for this machine: (fit, why-not, driver that would fix it)."""
+    tv = rel["torch"]
+    row = knowledge.torch_row(tv)
+    if row is None:
+        return None, f"compat does not know the CUDA builds of torch {tv}", None
+    default = row.get("default_variant")
+    variants: Dict[str, List[str]] = row.get("variants", {})
+    if not default or default not in variants:
+        return None, f"torch_builds.toml has no default variant for torch {tv}", None
+    wheel_major = int(variant_cuda(default).split(".")[0])
+    order = [default] + sorted((v for v in variants if v != default), key=lambda v: versions.parse(variant_cuda(v)),
+                               reverse=True)
+    why_not: List[str] = []
+    driver_fix: Optional[str] = None
+    for v in order:
+        cuda = variant_cuda(v)
+        major = int(cuda.split(".")[0])
+        if major != wheel_major:
+            why_not.append(f"{v}: vLLM {rel['version']} is built for CUDA {wheel_major} ({default}), so its kernels "
+                           f"would not load with a CUDA {major} torch")
+            continue
+        archs = variants[v]
+        missing = sorted({g.cc for g in hw.gpus if not knowledge.runs_arch(archs, _cc(g.cc))})
+        if missing:
+            why_not.append(f"{v}: torch {tv} {v} has no kernels for sm_{', sm_'.join(m.replace('.', '') for m in missing)}")
+            continue
+        need = knowledge.min_driver_for_cuda(cuda)
+        if need is None:
+            why_not.append(f"{v}: cuda.toml has no minimum driver for CUDA {major}")
+            continue
+        if versions.driver_tuple(hw.driver or "0") < versions.driver_tuple(need):
+            why_not.append(f"{v}: driver {hw.driver} is older than {need}, the minimum for CUDA {major}.x")
+            if driver_fix is None or versions.driver_tuple(need) < versions.driver_tuple(driver_fix):
+                driver_fix = need
+            continue
+        sms = ", ".join(sorted({f"sm_{g.sm}" for g in hw.gpus}))
+        why = (f"{v} ({'the default wheel on the package index' if v == default else 'from the PyTorch ' + v + ' index'})"
+               f": carries {sms} (archs {', '.join(archs)}); driver {hw.driver} >= {need}, the minimum for CUDA "
+               f"{major}.x (minor-version compatibility)")
+        findings: Tuple[Finding, ...] = ()
+        if v != default:
+            why += f"; the default {default} was refused ({'; '.join(why_not)})"
+            findings = (Finding("plan-torch-variant", "info",
+                                f"torch {tv} {v} instead of the default {default}: {'; '.join(why_not)}",
+                                f"vLLM's kernels are built with {default}; {v} has the same CUDA major, so they load"),)
+        return _Fit(v, cuda, v == default, why, findings), "", None
+    return None, "; ".join(why_not), driver_fix
+
+
+def _flash_attn(torch_version: str, cuda: str, python: str, min_sm: int) -> Tuple[Optional[str], str]:
+    table = load_data("flash_attn")
+    if min_sm < int(table["min_sm"]):
+        return None, f"none: flash-attn 2 needs sm{table['min_sm']}+, this GPU is sm{min_sm}"
+    t = versions.release(torch_version)
+    minor = f"{t.major}.{t.minor}"
+    py = ".".join(python.split(".")[:2])
+    major = int(cuda.split(".")[0])
+    abi = versions.parse(minor) >= versions.parse(table["abi"]["cxx11_from_torch"])
+    for row in sorted(table.get("release", []), key=lambda r: versions.parse(r["version"]), reverse=True):
+        if minor in row["torch"] and major in row["cuda"] and py in row["python"] and abi in row["cxx11_abi"]:
+            return row["version"], (f"{row['version']}: newest release with a prebuilt wheel for torch {minor}, CUDA "
+                                    f"{major}, Python {py}, C++11 ABI {str(abi).upper()} (flash_attn.toml)")
+    return None, (f"none: no flash-attn release in flash_attn.toml has a prebuilt wheel for torch {minor} + CUDA {major} "
+                  f"+ Python {py} (building from source takes about an hour; vLLM brings its own attention kernels)")
+
+
+def _hardware_refusal(env: Environment) -> None:
+    hw = env.hardware
+    if not hw.gpus:
+        raise PlanRefused("no NVIDIA GPU found: compat plans CUDA builds of vLLM, which need one",
+                          "run on a machine with an NVIDIA GPU (sm70+), or pass --hardware FILE to plan for another "
+                          "machine; vLLM on CPU is built from source (vLLM's CPU installation guide)")
+    old = sorted({(g.sm, g.name) for g in hw.gpus if g.sm < 70})
+    if old:
+        raise PlanRefused(f"{old[0][1]} (sm{old[0][0]}) is older than sm70, the oldest GPU vLLM supports",
+                          "use a GPU of sm70 (V100) or newer")
+    if not hw.driver:
+        raise PlanRefused("the NVIDIA driver version is unknown", "check `nvidia-smi`, or describe it with --hardware FILE")
+    if hw.cuda:
+        for g in hw.gpus:
+            row = knowledge.arch_row(g.cc)
+            if row and row.get("first_cuda") and versions.parse(hw.cuda) < versions.parse(row["first_cuda"]):
+                raise PlanRefused(f"{g.name} (sm_{g.sm}) needs CUDA {row['first_cuda']}, but driver {hw.driver} "
+                                  f"supports only CUDA {hw.cuda}: the driver cannot run this GPU",
+                                  f"upgrade the NVIDIA driver to one that supports CUDA >= {row['first_cuda']} "
+                                  "(`nvidia-smi` shows the CUDA version it supports)")
+
+
+def make_plan(env: Environment, request: Optional[str] = None, python: Optional[str] = None,
+              environ: Optional[Dict[str, str]] = None) -> Plan:
+    """The plan for `env`'s hardware; raises PlanRefused (a CompatError) when nothing fits."""
+    from ..profiles import select_profile  # local: keeps `import compat.install.planner` light
+
+    req = parse_request(request)
+    py = python or platform.python_version()
+    versions.parse(py, what="Python version")
+    _hardware_refusal(env)
+    hw = env.hardware
+    profile, pfind = select_profile([g.sm for g in hw.gpus], os.environ if environ is None else environ)
+    releases = _releases()
+    wanted = [r for r in releases if req.specifier.contains(versions.release(r["version"]), prereleases=True)]
+    if not wanted:
+        known = f"{releases[-1]['version']}..{releases[0]['version']}" if releases else "none"
+        raise CompatError(f"no vLLM release in compat's table matches {str(req)!r} (it knows {known}); upgrade compat "
+                          "or name a listed release")
+    rejected: List[Tuple[str, str]] = []
+    driver_fixes: List[str] = []
+    min_sm = hw.min_sm or 0
+    for rel in wanted:
+        v = rel["version"]
+        if not versions.in_spec(py, rel["python"]):
+            rejected.append((v, f"needs Python {rel['python']}, target is {py}"))
+            continue
+        if profile.refuse_vllm and versions.in_spec(v, profile.refuse_vllm):
+            rejected.append((v, f"profile {profile.name!r} refuses vLLM {profile.refuse_vllm} ({profile.description})"))
+            continue
+        fit, why_not, fix = _variant_for(rel, hw)
+        if fit is None:
+            rejected.append((v, f"no CUDA variant of torch {rel['torch']} fits: {why_not}"))
+            if fix:
+                driver_fixes.append(fix)
+            continue
+        fa, fa_why = _flash_attn(rel["torch"], fit.cuda, py, min_sm)
+        chosen_why = ("requested" if len(wanted) == 1 else
+                      f"newest release{'' if str(req.specifier) == '' else ' matching ' + str(req.specifier)} "
+                      "in vllm_releases.toml that fits this machine")
+        if rejected:
+            chosen_why += f" ({len(rejected)} newer skipped: {rejected[0][0]}: {rejected[0][1]})"
+        over = tuple(rel.get("overrides", []))
+        resolution = (f"uploads up to {_cutoff(rel)} (release date {rel['date']} + cutoff rule), so dependencies "
+                      "come from vLLM's era" + (f"; overrides {', '.join(over)}: {rel.get('reason', '')}" if over else ""))
+        expl = (("vllm", f"{v} ({rel['date']}): {chosen_why}"),
+                ("torch", f"{rel['torch']}: the exact torch vLLM {v} pins ({rel.get('source', 'vllm_releases.toml')})"),
+                ("torch_variant", fit.why),
+                ("flash_attn", fa_why),
+                ("resolution", resolution))
+        return Plan(vllm=v, vllm_date=rel["date"], torch=rel["torch"], torch_variant=fit.variant,
+                    torch_default_variant=fit.default, cuda=fit.cuda, flash_attn=fa, cutoff=_cutoff(rel),
+                    overrides=over, python=py, profile=profile.name, explanations=expl,
+                    findings=tuple(pfind) + fit.findings, rejected=tuple(rejected),
+                    gpus=tuple(sorted({f"{g.name} (sm_{g.sm})" for g in hw.gpus})))
+    _refuse(req, hw, rejected, driver_fixes)
+    raise AssertionError("unreachable")
+
+
+def _refuse(req: Requirement, hw: Hardware, rejected: List[Tuple[str, str]], driver_fixes: List[str]) -> None:
+    what = f"vLLM {req.specifier}" if str(req.specifier) else "any vLLM release"
+    gpu = ", ".join(sorted({f"{g.name} sm_{g.sm}" for g in hw.gpus}))
+    first = f"{rejected[0][0]}: {rejected[0][1]}" if rejected else "no release considered"
+    if driver_fixes:
+        need = min(driver_fixes, key=versions.driver_tuple)
+        fix = f"upgrade the driver to >= {need} (driver {hw.driver} is too old for the CUDA builds vLLM ships)"
+    elif any("Python" in why for _, why in rejected):
+        fix = "use a Python the release supports (--python VERSION / a venv with that Python), or another release"
+    else:
+        fix = "choose another vLLM release (`python -m compat plan vllm`) or another GPU"
+    raise PlanRefused(f"no set of {what} fits {gpu} on driver {hw.driver} ({len(rejected)} release(s) tried; "
+                      f"newest: {first})", fix, rejected)
