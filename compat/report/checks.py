@@ -173,6 +173,7 @@ def profile_env(env: Environment, r: Resolved, environ: Mapping[str, str]) -> Li
 
 CHECKS: List[Check] = [driver_vs_torch, torch_has_arch, driver_vs_gpu, vllm_vs_torch, vllm_vs_gpu, flash_attn,
                        user_attention_backend, topology, profile_env]
+CHECKS.append(__import__("compat.install.check", fromlist=["plan_mismatch"]).plan_mismatch)  # issue 7: env vs plan
 
 
 def run_checks(env: Environment, r: Resolved, environ: Mapping[str, str]) -> List[Finding]:
