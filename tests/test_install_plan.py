@@ -1,0 +1,323 @@
+"""compat plan: choices per hardware fixture, refusals, formats, bad input, no stray index hosts, speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from compat import versions
+from compat._toml import load_data
+from compat.cli import main
+from compat.detect import detect
+from compat.detect.model import Environment, Software, packages_tuple
+from compat.errors import CompatError
+from compat.install import check, executor, planner, requirements
+
+ROOT = Path(__file__).resolve().parents[1]
+HW = ROOT / "tests" / "fixtures" / "hardware"
+FIXTURES = sorted(HW.glob("*.toml"))
+NEWEST = max((r["version"] for r in load_data("vllm_releases")["release"]), key=versions.parse)
+
+
+def plan_for(name: str, request=None, python="3.11"):
+    return planner.make_plan(detect(str(HW / name)), request, python=python, environ={})
+
+
+def cuda_major(p) -> int:
+    return int(p.cuda.split(".")[0])
+
+
+# -- choices per machine --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.stem)
+def test_every_fixture_plans_or_refuses_clearly(fixture):
+    try:
+        p = planner.make_plan(detect(str(fixture)), None, python="3.11", environ={})
+    except planner.PlanRefused as exc:
+        assert exc.fix and "fix:" in str(exc) and "\n" not in str(exc)
+        return
+    env = detect(str(fixture))
+    from compat import knowledge
+    archs = knowledge.torch_archs(p.torch, p.torch_variant)
+    assert all(knowledge.runs_arch(archs, g.compute_capability) for g in env.hardware.gpus)
+    need = knowledge.min_driver_for_cuda(p.cuda)
+    assert versions.driver_tuple(env.hardware.driver) >= versions.driver_tuple(need)
+    assert versions.release(p.torch) == versions.release(knowledge.vllm_release(p.vllm)["torch"])
+    if env.hardware.min_sm < 80:
+        assert p.flash_attn is None
+    assert {e[0] for e in p.explanations} >= {"vllm", "torch", "torch_variant", "flash_attn"}
+
+
+def test_v100_on_535_gets_vllm_0_19_at_most_with_cu12_torch():
+    p = plan_for("v100-sxm2.toml")
+    assert versions.parse(p.vllm) < versions.parse("0.20")
+    assert p.torch_variant.startswith("cu12") and p.flash_attn is None
+    assert any("refuses" in why for _, why in p.rejected)
+
+
+def test_rtx4090_on_525_gets_cuda12_not_cu130():
+    p = plan_for("rtx4090-old-driver.toml")
+    assert cuda_major(p) == 12 and p.torch_variant != "cu130"
+    assert any("older than 580" in why for _, why in p.rejected)  # the newer cu130 releases were skipped for the driver
+
+
+def test_b200_on_570_gets_torch_2_7_plus_cu128():
+    p = plan_for("b200.toml")
+    assert versions.release(p.torch) >= versions.parse("2.7")
+    assert p.torch_variant == "cu128"
+
+
+def test_h100_on_580_gets_newest_vllm():
+    assert plan_for("h100-sxm.toml").vllm == NEWEST
+
+
+def test_no_flash_attn_below_sm80_and_a_wheel_on_sm80():
+    assert plan_for("v100-sxm2.toml", "vllm==0.10.1.1").flash_attn is None
+    assert plan_for("mixed-a100-v100.toml", "vllm==0.10.1.1").flash_attn is None   # the V100s decide
+    p = plan_for("a100-sxm4.toml", "vllm==0.10.1.1")                               # torch 2.7: wheels exist
+    assert p.flash_attn and p.flash_attn.startswith("2.8")
+    assert plan_for("a100-sxm4.toml").flash_attn is None                           # torch 2.10: no prebuilt wheel
+
+
+def test_t4_on_470_is_refused_with_the_driver_fix():
+    with pytest.raises(planner.PlanRefused) as exc:
+        plan_for("t4-driver470.toml")
+    assert "upgrade the driver to >= 525.60.13" in exc.value.fix
+
+
+def test_b200_on_old_driver_and_old_gpus_and_cpu_are_refused():
+    with pytest.raises(planner.PlanRefused, match="driver"):
+        plan_for("b200-driver535.toml")
+    with pytest.raises(planner.PlanRefused, match="sm70"):
+        plan_for("p100.toml")
+    with pytest.raises(planner.PlanRefused, match="no NVIDIA GPU"):
+        plan_for("cpu-only.toml")
+
+
+def test_non_default_variant_when_the_default_lacks_the_arch():
+    # torch 2.7 default cu126 has no sm_120; cu128 (same CUDA major as vLLM 0.9.0's wheel) does
+    p = plan_for("rtx5090.toml", "vllm==0.9.0")
+    assert p.torch_variant == "cu128" and not p.torch_default_variant
+    assert p.torch_requirement == f"torch=={p.torch}+cu128"
+    assert "--torch-backend cu128" in p.commands("uv")[-1]
+    assert any(f.id == "plan-torch-variant" for f in p.findings)
+
+
+def test_requested_release_that_cannot_run_is_refused():
+    with pytest.raises(planner.PlanRefused, match="refuses"):
+        plan_for("v100-sxm2.toml", "vllm==0.20.0")
+
+
+def test_python_range_filters_releases():
+    p = plan_for("h100-sxm.toml", python="3.9")
+    assert versions.in_spec("3.9", load_data("vllm_releases")["release"][0]["python"])
+    assert versions.parse(p.vllm) < versions.parse("0.11.1")   # 0.11.1 needs Python >= 3.10
+
+
+def test_specifier_request():
+    p = plan_for("h100-sxm.toml", "vllm>=0.8,<0.9")
+    assert versions.parse("0.8") <= versions.parse(p.vllm) < versions.parse("0.9")
+
+
+# -- resolution parity ----------------------------------------------------------------------------------------
+def test_uv_and_pip_use_the_same_cutoff_and_overrides():
+    p = plan_for("h100-sxm.toml", "vllm==0.5.4")
+    uv, pip = " ".join(p.commands("uv")), " ".join(p.commands("pip"))
+    assert p.cutoff.startswith("2024-08-20")
+    assert f"--exclude-newer {p.cutoff}" in uv and f"--uploaded-prior-to={p.cutoff}" in pip
+    assert "outlines==0.0.41" in uv and "--override=outlines==0.0.41" in pip and "--no-deps vllm==0.5.4" in pip
+    assert "pip>=26.0" in pip
+    assert "pip>=26.0" not in " ".join(p.commands("pip", pip_has_cutoff=True))
+
+
+def test_flash_attn_step_is_not_cut_off():
+    p = plan_for("a100-sxm4.toml", "vllm==0.10.1.1")
+    for inst in ("uv", "pip"):
+        fa = [c for c in p.commands(inst) if "flash-attn==" in c][0]
+        assert "--exclude-newer" not in fa and "--uploaded-prior-to" not in fa and "--no-build-isolation" in fa
+
+
+def test_overrides_emulation_for_pip():
+    reqs = ["outlines<0.1,>=0.0.43", "torch==2.4.0", 'tensorizer>=2.9.0; extra == "tensorizer"']
+    out = requirements.apply_overrides(reqs, ["outlines==0.0.41"])
+    assert out == ["torch==2.4.0", 'tensorizer>=2.9.0; extra == "tensorizer"', "outlines==0.0.41"]
+
+
+# -- no registry host but PyTorch's variant index ---------------------------------------------------------------
+_HOST = re.compile(r"\b(?:[a-z0-9-]+\.)+(?:org|com|io|ai|net|dev)\b", re.I)
+
+
+def test_no_index_host_other_than_the_torch_variant_index():
+    allowed = planner.torch_index_url("cuXXX").split("cuXXX")[0]
+    seen_url = False
+    for fixture in FIXTURES:
+        for req in (None, "vllm==0.5.4", "vllm==0.9.0", "vllm==0.10.1.1"):
+            try:
+                p = planner.make_plan(detect(str(fixture)), req, python="3.11", environ={})
+            except CompatError:
+                continue
+            for inst in planner.INSTALLERS:
+                for cmd in p.commands(inst) + [p.constraints()]:
+                    for tok in cmd.split():
+                        if "://" in tok:
+                            assert tok.startswith(allowed), tok
+                            seen_url = True
+                        else:
+                            assert not _HOST.search(tok), (fixture.name, cmd)
+    assert seen_url  # the non-default variant plans (rtx5090 + 0.9.0) do name the variant index for pip
+
+
+def test_no_host_names_in_code_or_docs_but_the_table():
+    allowed = planner.torch_index_url("x").split("/")[2]
+    for path in list((ROOT / "compat" / "install").glob("*.py")) + [ROOT / "docs" / "installer.md"]:
+        if path.exists():
+            assert allowed not in path.read_text(), path
+
+
+# -- CLI ------------------------------------------------------------------------------------------------------
+def run_cli(*argv, capsys):
+    rc = main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_json_format_keys(capsys):
+    rc, out, _ = run_cli("plan", "--hardware", str(HW / "a100-sxm4.toml"), "--format", "json", "vllm==0.10.1.1",
+                         capsys=capsys)
+    d = json.loads(out)
+    assert rc == 0
+    for k in ("vllm", "torch", "torch_variant", "flash_attn", "commands", "findings", "explanations"):
+        assert k in d
+    assert d["vllm"] == "0.10.1.1" and d["torch"] == "2.7.1" and d["torch_variant"] == "cu126"
+    assert isinstance(d["commands"], list) and all(isinstance(c, str) for c in d["commands"])
+
+
+def test_text_pip_uv_constraints_formats(capsys):
+    hw = str(HW / "h100-sxm.toml")
+    rc, text, _ = run_cli("plan", "--hardware", hw, "vllm==0.7.2", capsys=capsys)
+    assert rc == 0 and "vLLM 0.7.2 + torch 2.5.1 (cu124)" in text and "Why" in text
+    rc, pip, _ = run_cli("plan", "--hardware", hw, "vllm==0.7.2", "--format", "pip", capsys=capsys)
+    assert rc == 0 and all(line.startswith("python -m pip install") for line in pip.splitlines())
+    rc, uv, _ = run_cli("plan", "--hardware", hw, "vllm==0.7.2", "--format", "uv", capsys=capsys)
+    assert rc == 0 and uv.splitlines()[0].startswith("uv pip install")
+    rc, cons, _ = run_cli("plan", "--hardware", hw, "vllm==0.7.2", "--format", "constraints", capsys=capsys)
+    lines = [x for x in cons.splitlines() if not x.startswith("#")]
+    assert rc == 0 and "vllm==0.7.2" in lines and "torch==2.5.1" in lines
+
+
+@pytest.mark.parametrize("argv", [
+    ["plan", "foo"],
+    ["plan", "vllm==banana"],
+    ["plan", "vllm==9.9.9"],
+    ["plan", "vllm[all]==0.7.2"],
+    ["plan", "--format", "yaml"],
+    ["plan", "--python", "three"],
+    ["plan", "--hardware", "/nonexistent.toml"],
+    ["plan", "--hardware", str(HW / "t4-driver470.toml")],
+    ["install", "--python", "/nonexistent/python"],
+])
+def test_bad_input_exits_2_with_one_line(argv, capsys, tmp_path):
+    rc, _, err = run_cli(*argv, capsys=capsys)
+    assert rc == 2
+    if not argv[1].startswith("--format"):
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_malformed_hardware_file_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[driver\nversion=")
+    rc, _, err = run_cli("plan", "--hardware", str(bad), capsys=capsys)
+    assert rc == 2 and "not valid TOML" in err
+
+
+def test_plan_is_fast_in_process():
+    start = time.perf_counter()
+    for fixture in FIXTURES:
+        try:
+            planner.make_plan(detect(str(fixture)), None, python="3.11", environ={})
+        except CompatError:
+            pass
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.slow
+def test_plan_cli_wall_time_under_a_second():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "compat", "plan", "--hardware", str(HW / "h100-sxm.toml"),
+                          "--format", "json"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert time.perf_counter() - start < 1.0
+
+
+# -- doctor's plan-mismatch check ---------------------------------------------------------------------------------
+def _env_with(fixture: str, **packages) -> Environment:
+    hw = detect(str(HW / fixture)).hardware
+    from compat.detect.software import torch_cuda
+    sw = Software(python="3.11.7", packages=packages_tuple(packages), torch_cuda=torch_cuda(packages.get("torch"), None))
+    return Environment(hardware=hw, software=sw, hardware_file=str(HW / fixture))
+
+
+def test_mismatch_flagged_with_one_command():
+    f = check.plan_mismatch(_env_with("h100-sxm.toml", vllm="0.7.2", torch="2.6.0+cu124"), None, {})
+    assert [x.id for x in f] == ["plan-mismatch"]
+    assert f[0].fix.startswith("python -m compat install vllm==0.7.2 --yes")
+
+
+def test_unfit_release_points_to_the_newest_fitting_one():
+    f = check.plan_mismatch(_env_with("v100-sxm2.toml", vllm="0.20.0", torch="2.11.0+cu130"), None, {})
+    assert f and "vllm==0.19.1" in f[0].fix
+
+
+def test_matching_env_and_acceptable_variant_not_flagged():
+    assert check.plan_mismatch(_env_with("h100-sxm.toml", vllm="0.7.2", torch="2.5.1+cu124"), None, {}) == []
+    assert check.plan_mismatch(_env_with("h100-sxm.toml", vllm="0.7.2", torch="2.5.1+cu121"), None, {}) == []
+    assert check.plan_mismatch(_env_with("h100-sxm.toml", vllm="0.11.0", torch="2.8.0+cu128",
+                                         **{"flash-attn": "2.8.3"}), None, {}) == []
+    assert check.plan_mismatch(_env_with("h100-sxm.toml"), None, {}) == []   # nothing installed: nothing to say
+
+
+def test_flash_attn_below_sm80_is_a_mismatch():
+    f = check.plan_mismatch(_env_with("v100-sxm2.toml", vllm="0.7.2", torch="2.5.1+cu124",
+                                      **{"flash-attn": "2.7.4.post1"}), None, {})
+    assert f and "flash-attn" in f[0].message
+
+
+def test_doctor_reports_mismatch_for_fixture_with_packages(capsys):
+    rc, out, _ = run_cli("doctor", "--json", "--hardware", str(HW / "v100-torch211-cu130.toml"), capsys=capsys)
+    ids = [f["id"] for f in json.loads(out)["findings"]]
+    assert rc == 1 and "plan-mismatch" in ids
+
+
+# -- executor pieces that need no network ---------------------------------------------------------------------
+def test_refuses_non_venv_interpreter_without_consent():
+    t = executor.Target("/usr/bin/python3", "3.11.7", "/usr", venv=False, conda=False, externally_managed=True,
+                        pip="23.0", path=())
+    with pytest.raises(CompatError, match="externally-managed"):
+        executor.check_consent(t, allow_system=False)
+    executor.check_consent(t, allow_system=True)
+    t2 = executor.Target("/opt/py/bin/python", "3.11.7", "/opt/py", False, False, False, "23.0", ())
+    with pytest.raises(CompatError, match="not a virtual"):
+        executor.check_consent(t2, allow_system=False)
+    executor.check_consent(executor.Target("v/bin/python", "3.11", "v", True, False, False, None, ()), False)
+
+
+def test_install_into_this_non_venv_interpreter_is_refused(capsys):
+    if sys.prefix != sys.base_prefix:
+        pytest.skip("running inside a venv")
+    rc, _, err = run_cli("install", "--hardware", str(HW / "h100-sxm.toml"), capsys=capsys)
+    assert rc == 2 and "--allow-system" in err
+
+
+def test_verify_catches_a_surprise_torch():
+    p = plan_for("h100-sxm.toml", "vllm==0.7.2")
+    assert executor.verify(p, {"vllm": (None, "0.7.2"), "torch": (None, "2.5.1")}, {}) == []
+    assert executor.verify(p, {"vllm": (None, "0.7.2"), "torch": ("2.5.1", "2.6.0")}, {})
+    assert executor.verify(p, {"vllm": (None, "0.7.2")}, {"torch": "2.5.1"}) == []
+    assert executor.verify(p, {"vllm": (None, "0.7.3")}, {"torch": "2.5.1"})
