@@ -34,7 +34,9 @@ def test_installed_torch_is_the_pinned_one(matrix_release):
 
 def test_vllm_imports(matrix_release):
     _need_vllm()
-    proc = _run("import json, vllm, torch; print(json.dumps([vllm.__version__, torch.__version__]))")
+    # `import vllm` is lazy from 0.9 on; LLM/SamplingParams pull in the engine, config and model-executor layers.
+    proc = _run("import json, vllm, torch\nfrom vllm import LLM, SamplingParams\n"
+                "print(json.dumps([vllm.__version__, torch.__version__]))")
     assert proc.returncode == 0, proc.stderr[-4000:]
     vllm_version, torch_version = json.loads(proc.stdout.strip().splitlines()[-1])
     assert vllm_version == matrix_release["version"]
