@@ -12,6 +12,7 @@ from typing import Tuple
 SET_MODULES: Tuple[str, ...] = (
     "vllm07",
     "vllm082",
+    "vllm054_hidden",
 )
 
 
