@@ -87,13 +87,6 @@ def _parse(path: Path) -> Profile:
     if hf not in HF_ATTN:
         raise CompatError(f"profile {where}: hf_attn_implementation {hf!r} is not one of {', '.join(HF_ATTN)}")
     refuse = d.get("refuse", {})
-    if refuse.get("vllm"):
-        from .versions import spec
-
-        try:
-            spec(refuse["vllm"])
-        except CompatError:
-            raise CompatError(f"profile {where}: refuse.vllm {refuse['vllm']!r} is not a version specifier") from None
     rules = []
     for r in d.get("env", []):
         rules.append(EnvRule(name=need(r, "name", str), value=str(need(r, "value", str)),

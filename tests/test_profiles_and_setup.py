@@ -149,3 +149,14 @@ def test_fp8_refused_below_sm89():
 def test_bad_fp8_value():
     with pytest.raises(CompatError, match="fp8='block'"):
         compat.setup(fp8="int4", patches=False)
+
+
+def test_bad_refuse_specifier_is_a_clear_error(monkeypatch, tmp_path):
+    (tmp_path / "hopper.toml").write_text(
+        'name = "hopper"\n[match]\nsm_min = 90\nsm_max = 99\n[settings]\ndtype = "bfloat16"\n'
+        'hf_attn_implementation = "sdpa"\nattention = "sm90"\n[refuse]\nvllm = "not a spec"\n')
+    monkeypatch.setenv("COMPAT_PROFILE_PATH", str(tmp_path))
+    fx = tmp_path.parent / f"{tmp_path.name}-fx.toml"
+    fx.write_text((FIXTURES / "h100-sxm.toml").read_text() + '\n[packages]\nvllm = "0.11.0"\n')
+    with pytest.raises(CompatError, match="refuse.vllm.*not a valid version specifier"):
+        compat.setup(hardware=str(fx), patches=False)

@@ -132,10 +132,12 @@ def quantize_reference_core(weight: torch.Tensor, block_size: BlockSize) -> Tupl
     blocks = w.reshape(mb, bm, nb, bn)
     amax = blocks.abs().amax(dim=(1, 3)).to(torch.float32)  # NaN/Inf propagate into amax
     amax_eff = torch.where(amax == 0, torch.full_like(amax, FP8_E4M3_MAX), amax.clamp_min(AMAX_FLOOR))
-    scale_inv = amax_eff / FP8_E4M3_MAX
-    # tensor / tensor is one IEEE division; `448.0 / t` would be reciprocal-then-multiply in torch
-    # (two roundings), which is off by one ulp for some amax and breaks bit-equality with Triton.
-    inv = torch.full_like(amax_eff, FP8_E4M3_MAX) / amax_eff
+    # tensor / tensor is one IEEE division. On CUDA, torch divides by a Python scalar as a multiply by its
+    # reciprocal (two roundings: off by one ulp for some amax, seen on the H100 2026-11-25), and `448.0 / t`
+    # likewise; both would break bit-equality with the Triton kernel.
+    fp8_max = torch.full_like(amax_eff, FP8_E4M3_MAX)
+    scale_inv = amax_eff / fp8_max
+    inv = fp8_max / amax_eff
     scaled = blocks.to(torch.float32) * inv[:, None, :, None]
     q = scaled.clamp_(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(FP8_DTYPE).reshape(mb * bm, nb * bn)
     if pm or pn:

@@ -7,6 +7,7 @@ from typing import Callable, List, Mapping
 from .. import knowledge, versions
 from ..choose import Resolved, attention_range
 from ..detect.model import Environment
+from ..errors import CompatError
 from ..findings import Finding
 
 Check = Callable[[Environment, Resolved, Mapping[str, str]], List[Finding]]
@@ -89,7 +90,11 @@ def vllm_vs_gpu(env: Environment, r: Resolved, environ: Mapping[str, str]) -> Li
     if env.hardware.min_sm is not None and env.hardware.min_sm < 70:
         return [Finding("vllm-gpu-too-old", "error", f"vLLM needs sm70 or newer; this GPU is sm{env.hardware.min_sm}",
                         "use a newer GPU")]
-    if p.refuse_vllm and versions.in_spec(vv, p.refuse_vllm):
+    try:
+        refused = bool(p.refuse_vllm) and versions.in_spec(vv, p.refuse_vllm)
+    except CompatError as exc:  # validated here, where it is used, so setup() never imports packaging for it
+        raise CompatError(f"profile {p.path}: refuse.vllm: {exc}") from None
+    if refused:
         return [Finding("vllm-gpu-unsupported", "error",
                         f"vLLM {vv} cannot run on profile {p.name!r} ({p.description}): releases {p.refuse_vllm} "
                         "are refused", "install a vLLM release this GPU supports (`python -m compat plan`)")]
