@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
 
 from .. import knowledge, versions
 from .._toml import load_data
@@ -205,22 +206,38 @@ def variant_cuda(variant: str) -> str:
     return f"{digits[:-1]}.{digits[-1]}"
 
 
-def parse_request(text: Optional[str]) -> Requirement:
-    """'vllm', 'vllm==0.7.2', 'vllm>=0.8,<0.10' or a bare version '0.7.2'."""
+@dataclass(frozen=True)
+class Request:
+    """What the user asked for: vLLM with a specifier ('' = any release)."""
+    specifier: SpecifierSet
+
+    def __str__(self) -> str:
+        return f"vllm{self.specifier}"
+
+
+_REQ = re.compile(r"^\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?P<extras>\[[^\]]*\])?\s*(?P<spec>[^;@]*)$")
+
+
+def parse_request(text: Optional[str]) -> Request:
+    """'vllm', 'vllm==0.7.2', 'vllm>=0.8,<0.10' or a bare version '0.7.2'.
+
+    Parsed by hand with packaging's SpecifierSet: packaging.requirements pulls in packaging.tags, which costs
+    more start-up time than the whole plan.
+    """
     text = (text or "vllm").strip()
     if text and text[0].isdigit():
         text = f"vllm=={text}"
-    try:
-        req = Requirement(text)
-    except InvalidRequirement:
-        raise CompatError(f"{text!r} is not a requirement; use e.g. vllm, vllm==0.7.2 or 'vllm>=0.8,<0.10'") from None
-    if req.name.lower() != "vllm":
-        raise CompatError(f"compat plans vLLM sets; got {req.name!r} (use vllm, vllm==X or a specifier)")
-    if req.url or req.extras:
-        raise CompatError(f"{text!r}: URLs and extras are not supported; name a vLLM version")
-    for s in req.specifier:
+    m = _REQ.match(text)
+    if not m:
+        raise CompatError(f"{text!r} is not a requirement; use e.g. vllm, vllm==0.7.2 or 'vllm>=0.8,<0.10'")
+    if m.group("name").lower() != "vllm":
+        raise CompatError(f"compat plans vLLM sets; got {m.group('name')!r} (use vllm, vllm==X or a specifier)")
+    if m.group("extras"):
+        raise CompatError(f"{text!r}: extras are not supported; name a vLLM version")
+    spec = versions.spec(m.group("spec").replace(" ", ""))
+    for s in spec:
         versions.parse(s.version.rstrip(".*"), what="vLLM version")
-    return req
+    return Request(spec)
 
 
 def _releases() -> List[Dict[str, Any]]:
@@ -392,7 +409,7 @@ def make_plan(env: Environment, request: Optional[str] = None, python: Optional[
     raise AssertionError("unreachable")
 
 
-def _refuse(req: Requirement, hw: Hardware, rejected: List[Tuple[str, str]], driver_fixes: List[str]) -> None:
+def _refuse(req: Request, hw: Hardware, rejected: List[Tuple[str, str]], driver_fixes: List[str]) -> None:
     what = f"vLLM {req.specifier}" if str(req.specifier) else "any vLLM release"
     gpu = ", ".join(sorted({f"{g.name} sm_{g.sm}" for g in hw.gpus}))
     first = f"{rejected[0][0]}: {rejected[0][1]}" if rejected else "no release considered"
