@@ -340,6 +340,22 @@ def test_env_switch_applies_and_fingerprints_match(vllm_env, engine_state, monke
     assert engine_state.applied_sets() == ("vllm054_hidden",)
 
 
+def test_compat_setup_switch_applies_the_registered_set(vllm_env, engine_state, monkeypatch):
+    import os
+
+    import compat
+
+    monkeypatch.setenv("COMPAT_HIDDEN_STATES", "0")  # restored (removed) after the test; setup() overrides it
+    monkeypatch.delenv("COMPAT_HIDDEN_STATES")
+    before = _raw_targets()
+    compat.setup(hidden_states=True)
+    assert "vllm054_hidden" in engine_state.applied_sets()
+    assert os.environ["COMPAT_HIDDEN_STATES"] == "1"  # worker processes inherit the switch
+    assert all(_raw_targets()[k] is not before[k] for k in before)
+    compat.revert()
+    assert all(_raw_targets()[k] is before[k] for k in before)
+
+
 def test_switch_reaches_model_runner_through_worker(vllm_env, engine_state, monkeypatch):
     from compat.patches.sets.vllm054_hidden import ATTR_RUNNER, PATCH_SET
 
