@@ -1,0 +1,145 @@
+"""vllm082 patch set on the real vLLM 0.8.x releases (CPU): a real FusedMoE layer survives a second weight load.
+
+The probe builds vLLM's own FusedMoE (unquantized, TP=1 in a gloo world of 1) the way a MoE model does, loads the
+experts through FusedMoE.weight_loader, runs process_weights_after_loading (on CPU the CUDA-build wheel detects no
+platform, so the method takes the generic path, i.e. the one that rebinds the Parameters), then loads again the way
+`model.load_weights` does during trainer weight sync: `param.weight_loader(param, w, name, shard_id, expert_id)`.
+
+Fail-without evidence: COMPAT_DISABLE_PATCHES=vllm082 <env>/bin/python -m pytest tests/vllm/test_vllm082.py
+(read at collection time; the suite's autouse fixture clears COMPAT_* inside tests). docs/patches.md records it.
+Needs setuptools in the env: triton 3.2 (torch 2.6, vLLM 0.8.x) imports it when vLLM's fused_moe package loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+KILL = os.environ.get("COMPAT_DISABLE_PATCHES", "")
+TIMEOUT_S = 600
+
+
+def _installed_vllm():
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _in_082_range() -> bool:
+    from compat import versions
+    from compat.patches.sets.vllm082 import PATCH_SET
+
+    return versions.in_spec(_installed_vllm(), PATCH_SET.versions)
+
+
+def _killed(value: str) -> bool:
+    return bool({k.strip() for k in value.replace(",", " ").split()} & {"all", "vllm082",
+                                                                        "vllm082.moe_keep_parameters"})
+
+
+def _probe(code: str, kill: str = KILL) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPAT_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    if kill:
+        env["COMPAT_DISABLE_PATCHES"] = kill
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(PRELUDE) + textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"probe exited {proc.returncode} without a result:\n{proc.stderr[-4000:]}"
+    return json.loads(lines[-1])
+
+
+PRELUDE = """
+    import json, socket
+    import compat.patches as cp
+    cp.activate({})
+    import torch
+    from vllm.config import VllmConfig, set_current_vllm_config
+    from vllm.distributed import parallel_state as ps
+    from vllm.model_executor.layers.fused_moe.layer import FusedMoE
+
+    E, H, I = 2, 4, 6
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ps.init_distributed_environment(world_size=1, rank=0, local_rank=0, backend="gloo",
+                                    distributed_init_method=f"tcp://127.0.0.1:{port}")
+    ps.initialize_model_parallel(1, 1, backend="gloo")
+    with set_current_vllm_config(VllmConfig()):
+        moe = FusedMoE(num_experts=E, top_k=1, hidden_size=H, intermediate_size=I, params_dtype=torch.float32,
+                       reduce_results=False, prefix="model.layers.0.mlp.experts")
+
+    def load(value):
+        # what a MoE model's load_weights does per checkpoint tensor: look the param up, call its weight_loader
+        params = dict(moe.named_parameters())
+        for e in range(E):
+            for shard, shape in (("w1", (I, H)), ("w3", (I, H)), ("w2", (H, I))):
+                param = params["w2_weight" if shard == "w2" else "w13_weight"]
+                param.weight_loader(param, torch.full(shape, value + e), f"experts.{e}.{shard}.weight",
+                                    shard_id=shard, expert_id=e)
+
+    def values():
+        return {f"{n}[{e}]": [float(p.data[e].min()), float(p.data[e].max())]
+                for n, p in moe.named_parameters() for e in range(E)}
+"""
+
+SECOND_LOAD = """
+    load(1.0)
+    moe.quant_method.process_weights_after_loading(moe)
+    out = {"applied": list(cp.applied_sets()), "method": type(moe.quant_method).__name__,
+           "has_loader": {n: hasattr(p, "weight_loader") for n, p in moe.named_parameters()}}
+    try:
+        load(10.0)   # weight sync from the trainer
+    except AttributeError as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    out["values"] = values()
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.vllm(">=0.8.1,<=0.8.5")
+def test_fused_moe_experts_keep_weight_loader_across_loads():
+    res = _probe(SECOND_LOAD)
+    assert ("vllm082" in res["applied"]) == (_in_082_range() and not _killed(KILL))
+    assert res["method"] == "UnquantizedFusedMoEMethod"
+    assert "error" not in res, res["error"]
+    assert res["has_loader"] == {"w13_weight": True, "w2_weight": True}
+    # second load wrote the new values into the parameters the layer computes with (expert e holds 10 + e)
+    assert res["values"] == {"w13_weight[0]": [10.0, 10.0], "w13_weight[1]": [11.0, 11.0],
+                             "w2_weight[0]": [10.0, 10.0], "w2_weight[1]": [11.0, 11.0]}
+
+
+REPAIR = """
+    from compat.patches.sets.vllm082 import repair_moe_weight_loaders
+    load(1.0)
+    moe.quant_method.process_weights_after_loading(moe)
+    out = {"applied": list(cp.applied_sets()),
+           "lost": sorted(n for n, p in moe.named_parameters() if not hasattr(p, "weight_loader"))}
+    out["repaired"] = repair_moe_weight_loaders(moe)
+    load(10.0)
+    out["values"] = values()
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.vllm(">=0.8.1,<=0.8.5")
+def test_instance_repair_helper_without_the_source_patch():
+    """verl's workaround, generalized: for models built while the source patch was off (here: forced off)."""
+    res = _probe(REPAIR, kill="vllm082")
+    assert res["applied"] == []
+    lost = ["w13_weight", "w2_weight"] if _in_082_range() else []  # 0.8.1 never rebinds, 0.8.5 fixed it
+    assert res["lost"] == lost and res["repaired"] == len(lost)
+    assert res["values"] == {"w13_weight[0]": [10.0, 10.0], "w13_weight[1]": [11.0, 11.0],
+                             "w2_weight[0]": [10.0, 10.0], "w2_weight[1]": [11.0, 11.0]}
