@@ -68,9 +68,11 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def matrix_release() -> Dict[str, Any]:
     matrix = load_matrix()
-    key = os.environ.get("COMPAT_MATRIX_VLLM") or os.environ.get("COMPAT_MATRIX_ENV")
-    if key and key != "py":
-        return matrix.resolve(key)
+    if os.environ.get("COMPAT_MATRIX_VLLM"):
+        return matrix.resolve(os.environ["COMPAT_MATRIX_VLLM"])  # an explicit promise must exist in the table
+    env = os.environ.get("COMPAT_MATRIX_ENV")
+    if env in matrix.matrix_envs():
+        return matrix.resolve(env)
     try:
         record = json.loads((Path(sys.prefix) / matrix.MARKER).read_text())
     except (OSError, ValueError):
