@@ -319,6 +319,39 @@ def test_version_gate_reads_dist_metadata(toy):
     assert engine.applied_sets() == ("toyset",)
 
 
+def test_unknown_explicit_set_is_bad_input(toy):
+    from compat.errors import CompatError
+
+    pkg = toy({"mod": CHECK})
+    with pytest.raises(CompatError, match="unknown patch set"):
+        engine.activate({}, explicit={"nosuchset"}, sets=[check_set(pkg)])
+
+
+def test_activate_from_another_thread_while_the_package_imports(toy):
+    """No deadlock: thread A imports the package (slow body), thread B activates meanwhile; applied once."""
+    pkg = toy({"mod": CHECK, "__init__": "import time\ntime.sleep(0.5)\nfrom .mod import check\n"})
+    ps = check_set(pkg)
+    engine.activate({}, sets=[ps])  # hook installed: A's import will fire it
+    started = threading.Event()
+
+    def importer():
+        started.set()
+        __import__(pkg)
+
+    a = threading.Thread(target=importer)
+    a.start()
+    started.wait()
+    import time
+
+    time.sleep(0.1)  # A is inside the package body now: pkg is in sys.modules, still initializing
+    b = threading.Thread(target=lambda: engine.activate({}, sets=[ps]))
+    b.start()
+    a.join(10)
+    b.join(10)
+    assert not a.is_alive() and not b.is_alive()
+    assert engine.applied_sets() == ("toyset",) and sys.modules[pkg].check(4, 2) == 2
+
+
 def test_explicit_set_for_another_release_raises(toy):
     pkg = toy({"mod": CHECK})
     __import__(f"{pkg}.mod")

@@ -12,7 +12,6 @@ when a caller asks `status(verify=True)`.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import logging
@@ -125,6 +124,8 @@ def source_object(obj: object) -> object:
 
 
 def fingerprint_source(source: str) -> str:
+    import hashlib  # not at module level: activate() runs in every process and never fingerprints
+
     return "sha256:" + hashlib.sha256(textwrap.dedent(source).encode("utf-8")).hexdigest()[:16]
 
 
@@ -380,6 +381,14 @@ def _wanted(ps: PatchSet, cfg: _Config, disabled: frozenset) -> bool:
 
 def apply_for(module: str) -> List[str]:
     """Apply the activated sets gated on the package imported as `module` (the hook's callback)."""
+    # Finish (or wait for another thread finishing) the package import *before* taking the lock: a thread that
+    # imports vllm runs the hook under vllm's module lock and then needs ours, so holding ours while waiting for
+    # vllm's would deadlock. In the hook's own thread this returns the just-executed module at once.
+    try:
+        importlib.import_module(module)
+    except Exception as exc:
+        log.warning("compat: %s failed to import (%s); its patch sets were not applied", module, exc)
+        return []
     with _lock:
         cfg = _config
         if cfg is None:
@@ -404,9 +413,15 @@ def activate(switches: Optional[Mapping[str, object]] = None, explicit: Iterable
     global _config, _hook
     from .hooks import install_import_hook, uninstall_import_hook
 
+    known = sets if sets is not None else registry()
+    unknown = sorted(set(explicit).difference(ps.name for ps in known))
+    if unknown:
+        from ..errors import CompatError
+
+        raise CompatError(f"unknown patch set(s) {', '.join(unknown)}; known: {', '.join(ps.name for ps in known)}")
     with _lock:
         _config = _Config(dict(switches or {}), frozenset(explicit), tuple(sets) if sets is not None else None)
-        modules = {ps.module for ps in (_config.sets if _config.sets is not None else registry())}
+        modules = {ps.module for ps in known}
         now = sorted(m for m in modules if m in sys.modules)
         later = modules.difference(now)
         if _hook is not None and not later.issubset(_hook.names):
@@ -414,8 +429,8 @@ def activate(switches: Optional[Mapping[str, object]] = None, explicit: Iterable
             _hook = None
         if later and (_hook is None or _hook not in sys.meta_path):
             _hook = install_import_hook(apply_for, later)
-        for module in now:
-            apply_for(module)
+    for module in now:  # outside the lock: see apply_for
+        apply_for(module)
 
 
 def revert() -> None:
