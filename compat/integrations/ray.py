@@ -97,7 +97,9 @@ def node_report(hardware: Optional[str] = None, profile: Optional[str] = None) -
     import compat
     from .._setup import build_report
 
-    rep = build_report(hardware, profile, environ=os.environ)
+    # Ray sets CUDA_VISIBLE_DEVICES="" for a task that asks for no GPU; the node's doctor reports all of its GPUs
+    environ = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    rep = build_report(hardware, profile, environ=environ)
     try:
         import ray
         node_id = ray.get_runtime_context().get_node_id()
