@@ -17,6 +17,7 @@ from .engine import (
     findings,
     format_status_table,
     patch_status,
+    refusals,
     revert,
     status,
     status_dicts,
@@ -25,5 +26,5 @@ from .source import Edit, source_edit
 
 __all__ = [
     "Edit", "Patch", "PatchError", "PatchSet", "PatchStatus", "Refusal", "activate", "applied_sets", "findings",
-    "format_status_table", "patch_status", "revert", "source_edit", "status", "status_dicts",
+    "format_status_table", "patch_status", "refusals", "revert", "source_edit", "status", "status_dicts",
 ]

@@ -164,7 +164,8 @@ def check_target(ps: PatchSet, patch: Patch) -> Tuple[Optional[Target], str]:
     try:
         target = resolve(patch.target)
     except Exception as exc:  # ImportError, AttributeError, anything a broken module raises
-        return None, (f"{patch.target} not found ({type(exc).__name__}: {exc}); compat does not patch code it has "
+        what = "not found" if isinstance(exc, AttributeError) else "could not be imported"
+        return None, (f"{patch.target} {what} ({type(exc).__name__}: {exc}); compat does not patch code it has "
                       f"not verified; {disable}")
     try:
         actual = fingerprint(target.original)
