@@ -21,7 +21,7 @@ WARN_PREFIX = "compat: warning:"
 def safe_setup(where: str, setup: Optional[Callable[[], Any]] = None) -> Any:
     """Run compat.setup() for a process compat did not start; never raise.
 
-    A plugin or hook that raises can stop vLLM (vLLM >= 0.6.5 calls general plugins outside its try/except,
+    A plugin or hook that raises can stop vLLM (vLLM >= 0.7.0 calls general plugins outside its try/except,
     vllm/plugins/__init__.py load_general_plugins) or a Ray worker from starting, which is worse than running
     without compat. Any failure becomes one warning line on stderr (the full traceback with COMPAT_DEBUG=1).
     """
