@@ -29,7 +29,9 @@ def _import_ray():
     try:
         import ray  # noqa: PLC0415 - optional dependency, imported on use
     except ImportError:
-        raise CompatError("Ray is not installed: pip install compat[ray]") from None
+        ray = None
+    if not hasattr(ray, "init"):  # absent, or only a directory called ray/ on sys.path (a namespace package)
+        raise CompatError("Ray is not installed: pip install compat[ray]")
     return ray
 
 
