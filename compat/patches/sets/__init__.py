@@ -13,6 +13,7 @@ SET_MODULES: Tuple[str, ...] = (
     "vllm07",
     "vllm082",
     "vllm054_hidden",
+    "vllm_fp8",
 )
 
 
