@@ -40,6 +40,7 @@ _LAZY = {
     "quantize_state_dict": "compat.fp8.quantize",
     "default_should_quantize": "compat.fp8.quantize",
     "triton_available": "compat.fp8.quantize",
+    "load_weights": "compat.fp8.loading",
 }
 
 __all__ = [
