@@ -101,6 +101,8 @@ def build_report(hardware: Optional[str] = None, profile: Optional[str] = None, 
     sw = dict(switches or {})
     if resolved.fp8 and "fp8" not in sw and fp8:
         sw["fp8"] = fp8
+    if not resolved.fp8 and sw.get("fp8") not in (None, False):
+        sw["fp8"] = False  # refused on this GPU (finding fp8-unsupported): keep the FP8 patch set off, env included
     vllm = vllm_version or env.software.version("vllm")
     if vllm is not None:  # no vLLM installed: nothing to patch, so the patch engine is not even imported
         from . import patches as patchmod
@@ -142,8 +144,10 @@ def setup(profile: Optional[str] = None, hardware: Optional[str] = None, strict:
             rep = build_report(hardware, profile, dtype, sw.get("fp8"), os.environ, export=True,
                                patches=patches, switches=sw)
             # workers started later inherit the opt-in switches through the environment
+            refused = {s for s, v in rep.switches if v is False}  # e.g. fp8 below sm89: workers must not enable it
             for s, v in sw.items():
-                os.environ.setdefault(f"COMPAT_{s.upper()}", "1" if v is True else str(v))
+                if s not in refused:
+                    os.environ.setdefault(f"COMPAT_{s.upper()}", "1" if v is True else str(v))
             _last[key] = rep
             for f in rep.findings:
                 if f.severity == "error":
@@ -176,11 +180,18 @@ def _report_or_setup() -> Report:
 def vllm_kwargs(**overrides: Any) -> Dict[str, Any]:
     """Engine arguments for vllm.LLM(...) / AsyncEngineArgs: dtype, and the attention backend where the
     installed release takes it as an argument rather than an env var."""
-    r = _report_or_setup().resolved
+    rep = _report_or_setup()
+    r = rep.resolved
     out: Dict[str, Any] = {"dtype": r.dtype}
     b = r.attention_backend
     if b is not None and b.option:
         out[b.option] = b.name
+    if r.fp8 and dict(rep.switches).get("fp8") not in (None, False):
+        # serve the (bf16) checkpoint in block FP8: vLLM builds block-FP8 layers, the vllm_fp8 set quantizes on load
+        from . import versions
+        from .patches.sets.vllm_fp8 import PATCH_SET, engine_kwargs
+        if versions.in_spec(rep.environment.software.version("vllm"), PATCH_SET.versions):
+            out.update(engine_kwargs())
     out.update(overrides)
     return out
 
