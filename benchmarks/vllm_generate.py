@@ -58,7 +58,7 @@ for _ in range(3):
     dt = time.perf_counter() - t
     toks = sum(len(o.outputs[0].token_ids) for o in outs)
     best = max(best or 0, toks / dt)
-def probe():
+def probe(*_worker):  # collective_rpc passes the worker itself
     import os, sys
     c = sys.modules.get("compat")
     cur = c.current() if c else None
@@ -81,6 +81,8 @@ BACKEND_RE = re.compile(r"Using (?:AttentionBackendEnum\.|_Backend\.)?([A-Z_0-9]
 
 def run_child(ckpt: Path, use_compat: bool, n: int, m: int, timeout: float) -> dict:
     env = dict(os.environ, VLLM_WORKER_MULTIPROC_METHOD="spawn", PYTHONUNBUFFERED="1")
+    if not use_compat:  # keep the installed compat plugin out of the baseline (vLLM applies VLLM_PLUGINS itself)
+        env["VLLM_PLUGINS"] = "lora_filesystem_resolver"
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", CHILD, str(ckpt), "1" if use_compat else "0", str(n), str(m)],
                        capture_output=True, text=True, env=env, timeout=timeout)
