@@ -5,7 +5,6 @@ Runs in every process of a job (Ray workers, vLLM workers), so it imports no tor
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
@@ -19,7 +18,6 @@ from .errors import CompatError
 from .findings import Finding, errors
 from .profiles import select_profile
 
-log = logging.getLogger("compat")
 JSON_SCHEMA_VERSION = 1
 SWITCHES = ("hidden_states", "fp8")
 
@@ -30,14 +28,46 @@ _current: Optional["Report"] = None
 
 @dataclass(frozen=True)
 class Report:
-    """What setup() found and did; `as_dict()` is the documented JSON contract (docs/json-contract.md)."""
+    """What setup() found and did; `as_dict()` is the documented JSON contract (docs/json-contract.md).
+
+    `findings` and `patches` are computed when first read, not in setup(): doctor's checks read the knowledge
+    tables (and packaging), which a Ray or vLLM worker calling setup() should not pay for; patch statuses
+    and refusals change once vLLM is imported, so they are read fresh each time.
+    """
     environment: Environment
     resolved: Resolved
     env_set: Tuple[Tuple[str, str], ...]
     env_kept: Tuple[Tuple[str, str, str], ...]
-    patches: Tuple[Any, ...] = ()          # compat.patches status records (id, status, ...)
-    findings: Tuple[Finding, ...] = ()
+    setup_findings: Tuple[Finding, ...] = ()       # found while detecting, choosing and exporting
     switches: Tuple[Tuple[str, Any], ...] = field(default=())
+    vllm_version: Optional[str] = None              # the release patch statuses are computed for
+    extra_findings: Tuple[Finding, ...] = ()        # added later (doctor --deep)
+
+    @property
+    def checks(self) -> Tuple[Finding, ...]:
+        """Doctor's checks (compat/report/checks.py), run once on first use."""
+        cached = self.__dict__.get("_checks")
+        if cached is None:
+            from .report.checks import run_checks
+
+            cached = tuple(run_checks(self.environment, self.resolved, os.environ))
+            object.__setattr__(self, "_checks", cached)
+        return cached
+
+    @property
+    def patches(self) -> Tuple[Any, ...]:
+        if self.vllm_version is None:
+            return ()
+        from . import patches as patchmod
+
+        return tuple(patchmod.status(self.vllm_version, dict(self.switches)))
+
+    @property
+    def findings(self) -> Tuple[Finding, ...]:
+        patch_findings: Tuple[Finding, ...] = ()
+        if self.vllm_version is not None and "compat.patches" in sys.modules:
+            patch_findings = tuple(sys.modules["compat.patches"].findings())
+        return tuple(_dedupe(self.setup_findings + self.checks + patch_findings + self.extra_findings))
 
     @property
     def ok(self) -> bool:
@@ -94,25 +124,20 @@ def build_report(hardware: Optional[str] = None, profile: Optional[str] = None, 
         efind = tuple(Finding("env-conflict", "warning", f"{n} is set to {envmod.redact(n, u)}; compat would set "
                               f"{envmod.redact(n, v)}", f"unset {n} to use compat's choice")
                       for n, u, v in env_kept)
-    from .report.checks import run_checks
     findings = list(env.findings) + list(env.hardware.findings) + list(pfind) + list(resolved.findings)
-    findings += list(efind) + run_checks(env, resolved, environ)
-    patch_records: Tuple[Any, ...] = ()
+    findings += list(efind)
     sw = dict(switches or {})
     if resolved.fp8 and "fp8" not in sw and fp8:
         sw["fp8"] = fp8
     if not resolved.fp8 and sw.get("fp8") not in (None, False):
         sw["fp8"] = False  # refused on this GPU (finding fp8-unsupported): keep the FP8 patch set off, env included
     vllm = vllm_version or env.software.version("vllm")
-    if vllm is not None:  # no vLLM installed: nothing to patch, so the patch engine is not even imported
+    if vllm is not None and patches:  # no vLLM installed: nothing to patch, the engine is not even imported
         from . import patches as patchmod
 
-        if patches:
-            patchmod.activate(sw)
-        patch_records = tuple(patchmod.status(vllm, sw))
-        findings += list(patchmod.findings())
+        patchmod.activate(sw)
     return Report(environment=env, resolved=resolved, env_set=tuple(env_set), env_kept=tuple(env_kept),
-                  patches=patch_records, findings=tuple(_dedupe(findings)), switches=tuple(sorted(sw.items())))
+                  setup_findings=tuple(findings), switches=tuple(sorted(sw.items())), vllm_version=vllm)
 
 
 def _dedupe(findings):
@@ -149,9 +174,11 @@ def setup(profile: Optional[str] = None, hardware: Optional[str] = None, strict:
                 if s not in refused:
                     os.environ.setdefault(f"COMPAT_{s.upper()}", "1" if v is True else str(v))
             _last[key] = rep
-            for f in rep.findings:
+            for f in rep.setup_findings:
                 if f.severity == "error":
-                    log.warning("compat: %s (fix: %s)", f.message, f.fix)
+                    import logging
+
+                    logging.getLogger("compat").warning("compat: %s (fix: %s)", f.message, f.fix)
         _current = rep
     if strict and not rep.ok:
         raise CompatError("; ".join(f"{f.message} (fix: {f.fix})" for f in errors(rep.findings)))

@@ -158,5 +158,6 @@ def test_bad_refuse_specifier_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("COMPAT_PROFILE_PATH", str(tmp_path))
     fx = tmp_path.parent / f"{tmp_path.name}-fx.toml"
     fx.write_text((FIXTURES / "h100-sxm.toml").read_text() + '\n[packages]\nvllm = "0.11.0"\n')
+    rep = compat.setup(hardware=str(fx), patches=False)  # setup() itself does not run doctor's checks
     with pytest.raises(CompatError, match="refuse.vllm.*not a valid version specifier"):
-        compat.setup(hardware=str(fx), patches=False)
+        rep.findings

@@ -130,11 +130,10 @@ def _cache_path(proc_driver: Optional[str], env: Mapping[str, str]) -> Optional[
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return None
-    import hashlib
-
     base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "compat"
-    key = hashlib.sha256(f"{CACHE_VERSION}|{boot}|{proc_driver}".encode()).hexdigest()[:16]
-    return base / f"hardware-{key}.json"
+    # boot id (a UUID) and driver version name the file: no hashing, which would cost an import per process
+    safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in f"{boot}-{proc_driver}")
+    return base / f"hardware-v{CACHE_VERSION}-{safe}.json"
 
 
 def _read_cache(path: Optional[Path]) -> Optional[Hardware]:

@@ -90,4 +90,4 @@ def run(argv: Optional[List[str]] = None) -> int:
 
 def _with(rep: Report, extra) -> Report:
     from dataclasses import replace
-    return replace(rep, findings=rep.findings + tuple(extra))
+    return replace(rep, extra_findings=rep.extra_findings + tuple(extra))
