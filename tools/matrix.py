@@ -235,7 +235,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name, version in matrix_envs().items():
             rel = release(version)
             print(f"{name:12} vllm=={version:9} cutoff {rel['exclude_newer']}  torch=={rel['torch']:7} "
-                  f"python {rel['python']:14} overrides {rel['overrides']}")
+                  f"python {rel['python']:14} overrides {rel['overrides']} also_install {rel.get('also_install', [])}")
         return 0
     rel = resolve(args.env)
     if args.cmd == "show":

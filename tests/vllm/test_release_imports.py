@@ -43,6 +43,13 @@ def test_vllm_imports(matrix_release):
     assert torch_version.split("+")[0] == matrix_release["torch"]
 
 
+def test_triton_runtime_build_imports(matrix_release):
+    """triton <= 3.2 (torch <= 2.6) imports setuptools undeclared when it builds its first kernel (fused_moe...)."""
+    _need_vllm()
+    proc = _run("import triton.runtime.build")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
 @pytest.mark.vllm("<0.6.5")
 def test_outlines_guided_decoding_imports(matrix_release):
     """These releases need the outlines==0.0.41 override (0.0.43-0.0.46 require pyairports, now a placeholder)."""
