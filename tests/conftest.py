@@ -36,3 +36,13 @@ def _isolated_compat(monkeypatch, tmp_path):
     yield
     compat.revert()
     compat.detect.clear_cache()
+
+
+def with_packages(tmp_path, fixture: str, **packages: str):
+    """A copy of a hardware fixture with an explicit [packages] table (empty = nothing installed), so a test's
+    expectations do not depend on which env (py, vllm072, ...) runs it."""
+    src = FIXTURES / (fixture if fixture.endswith(".toml") else f"{fixture}.toml")
+    body = "".join(f'"{k.replace("_", "-")}" = "{v}"\n' for k, v in packages.items())
+    out = tmp_path / f"{src.stem}-pk.toml"
+    out.write_text(src.read_text() + "\n[packages]\n" + body)
+    return out

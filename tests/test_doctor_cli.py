@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from compat.cli import main
-from conftest import FIXTURES, ROOT, hardware_fixtures
+from conftest import FIXTURES, ROOT, hardware_fixtures, with_packages
 
 
 def doctor(capsys, *args):
@@ -38,8 +38,8 @@ def test_json_contract_on_every_fixture(capsys, path):
     assert code == (1 if any(f["severity"] == "error" for f in d["findings"]) else 0)
 
 
-def test_text_report(capsys):
-    code, out, _ = doctor(capsys, "--hardware", str(FIXTURES / "rtx4090-old-driver.toml"))
+def test_text_report(capsys, tmp_path):
+    code, out, _ = doctor(capsys, "--hardware", str(with_packages(tmp_path, "rtx4090-old-driver")))
     assert code == 0
     assert "2 x NVIDIA GeForce RTX 4090" in out and "Profile ada" in out and "NCCL_P2P_DISABLE=1" in out
 
@@ -68,8 +68,8 @@ def test_torch25_on_b200_lacks_arch(capsys):
     assert code == 1 and "torch-lacks-arch" in f
 
 
-def test_b200_on_old_driver(capsys):
-    code, f, _ = findings(capsys, "b200-driver535.toml")
+def test_b200_on_old_driver(capsys, tmp_path):
+    code, f, _ = findings(capsys, str(with_packages(tmp_path, "b200-driver535")))
     assert code == 1 and "driver-too-old-for-gpu" in f
 
 
@@ -105,13 +105,13 @@ def test_user_attention_backend_checked(capsys, monkeypatch, tmp_path, backend, 
     assert code == 1 and expect in f
 
 
-def test_unsupported_old_gpu_exit_1(capsys):
-    code, f, _ = findings(capsys, "p100.toml")
+def test_unsupported_old_gpu_exit_1(capsys, tmp_path):
+    code, f, _ = findings(capsys, str(with_packages(tmp_path, "p100")))
     assert code == 1 and f["gpu-unsupported"]["severity"] == "error"
 
 
-def test_unknown_newer_gpu_warns(capsys):
-    code, f, d = findings(capsys, "future-gpu.toml")
+def test_unknown_newer_gpu_warns(capsys, tmp_path):
+    code, f, d = findings(capsys, str(with_packages(tmp_path, "future-gpu")))
     assert code == 0 and "gpu-unknown-newer" in f and d["profile"]["name"] == "blackwell"
 
 
@@ -143,8 +143,8 @@ def test_bad_version_in_fixture_exit_2(capsys, tmp_path):
     assert "not a valid version" in capsys.readouterr().err
 
 
-def test_module_entry_point_runs():
-    r = subprocess.run([sys.executable, "-m", "compat", "doctor", "--hardware", str(FIXTURES / "h100-sxm.toml")],
+def test_module_entry_point_runs(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "compat", "doctor", "--hardware", str(with_packages(tmp_path, "h100-sxm"))],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and "Profile hopper" in r.stdout
 
