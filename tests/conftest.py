@@ -5,21 +5,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hardware"
-SHARED = ROOT.parent / "shared" / "hardware"
-
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def hardware_fixtures():
-    """Our copies, plus any fixture added to ../shared/hardware since (tests must pass without it)."""
-    files = {p.name: p for p in FIXTURES.glob("*.toml")}
-    if SHARED.is_dir():
-        for p in SHARED.glob("*.toml"):
-            files.setdefault(p.name, p)
-    return [files[k] for k in sorted(files)]
 
 
 @pytest.fixture(autouse=True)
@@ -37,12 +24,3 @@ def _isolated_compat(monkeypatch, tmp_path):
     compat.revert()
     compat.detect.clear_cache()
 
-
-def with_packages(tmp_path, fixture: str, **packages: str):
-    """A copy of a hardware fixture with an explicit [packages] table (empty = nothing installed), so a test's
-    expectations do not depend on which env (py, vllm072, ...) runs it."""
-    src = FIXTURES / (fixture if fixture.endswith(".toml") else f"{fixture}.toml")
-    body = "".join(f'"{k.replace("_", "-")}" = "{v}"\n' for k, v in packages.items())
-    out = tmp_path / f"{src.stem}-pk.toml"
-    out.write_text(src.read_text() + "\n[packages]\n" + body)
-    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import compat
 from compat.report.deep import deep_findings, findings_from_probe
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 
 def test_skipped_on_simulated_or_gpu_less_machines():

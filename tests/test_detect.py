@@ -11,7 +11,7 @@ import pytest
 import compat.detect as detect
 from compat.detect import fallback, nvml, software, visible
 from compat.detect.model import GPU
-from conftest import FIXTURES
+from helpers import FIXTURES
 import fakenvml
 
 

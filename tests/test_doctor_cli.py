@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from compat.cli import main
-from conftest import FIXTURES, ROOT, hardware_fixtures, with_packages
+from helpers import FIXTURES, ROOT, hardware_fixtures, with_packages
 
 
 def doctor(capsys, *args):

@@ -11,7 +11,7 @@ import compat
 from compat import _setup
 from compat.patches import engine
 from compat.patches.sets import vllm_fp8
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 A100 = str(FIXTURES / "a100-sxm4.toml")
 H100 = str(FIXTURES / "h100-vllm0110.toml")

@@ -30,7 +30,7 @@ def _py(code: str, env=None):
 
 def test_runtime_env_carries_profile_exports_switches_and_hook(monkeypatch, tmp_path):
     import compat
-    from conftest import with_packages
+    from helpers import with_packages
     monkeypatch.setenv("COMPAT_HIDDEN_STATES", "1")
     monkeypatch.setenv("NCCL_IB_DISABLE", "0")                 # the user's own value
     hw = with_packages(tmp_path, "rtx4090-old-driver")          # no vLLM: no attention-backend export either

@@ -64,7 +64,7 @@ needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="bash not i
 
 @needs_bash
 def test_bash_output_evaluates_to_the_profile_env(tmp_path):
-    from conftest import with_packages
+    from helpers import with_packages
     proc = compat_cli("env", "--hardware", str(with_packages(tmp_path, "rtx4090-old-driver")))
     assert proc.returncode == 0, proc.stderr
     env = bash_env_after_eval(proc.stdout)

@@ -11,7 +11,7 @@ import compat
 from compat import profiles
 from compat.apply import env as envmod
 from compat.errors import CompatError
-from conftest import FIXTURES, hardware_fixtures
+from helpers import FIXTURES, hardware_fixtures
 
 EXPECTED_PROFILE = {
     "a100-mig": "a100", "a100-sxm4": "a100", "b200": "blackwell", "cpu-only": "cpu", "h100-sxm": "hopper",
