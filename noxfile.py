@@ -18,7 +18,7 @@ import matrix  # noqa: E402  (tools/matrix.py: stdlib-only table reader + instal
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["py", *matrix.matrix_envs()]
+nox.options.sessions = ["py", *matrix.matrix_envs(), "install-e2e", "ray"]
 PYTHON = "3.11"
 
 
@@ -43,3 +43,17 @@ def _vllm_session(name: str, version: str):
 
 for _name, _version in matrix.matrix_envs().items():
     nox.session(python=PYTHON, name=_name)(_vllm_session(_name, _version))
+
+
+@nox.session(python=PYTHON, name="install-e2e")
+def install_e2e(session: nox.Session) -> None:
+    """Real `compat install` into throwaway venvs, doctor there, snapshot restore on failure."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "slow", *(session.posargs or ["tests/test_install_e2e.py"]), env={"COMPAT_E2E": "1"})
+
+
+@nox.session(python=PYTHON)
+def ray(session: nox.Session) -> None:
+    """Ray integration on a local multi-node cluster (CPU)."""
+    session.install("-e", ".[test,ray]")
+    session.run("pytest", *(session.posargs or ["tests/ray", "tests/test_integrations_ray_unit.py"]))
