@@ -30,8 +30,11 @@ _cache: Dict[Tuple, Environment] = {}
 
 
 def clear_cache() -> None:
+    from .software import _scan_cache
+
     with _lock:
         _cache.clear()
+        _scan_cache.clear()
 
 
 def detect(hardware_file: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> Environment:

@@ -21,7 +21,7 @@ WATCHED = (
     "torch", "vllm", "flash-attn", "xformers", "flashinfer-python", "flashinfer", "triton", "transformers",
     "nvidia-nccl-cu11", "nvidia-nccl-cu12", "nvidia-nccl-cu13", "verl", "ray", "nvidia-ml-py", "pynvml",
 )
-_DIST_RE = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+?)\.(?:dist-info|egg-info)$")
+_DIST_RE = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+?)(?:-py\d[\d.]*)?\.(?:dist-info|egg-info)$")
 _TORCH_CUDA_RE = re.compile(r"^cuda\s*(?::\s*[\w\[\]., ]+)?=\s*['\"]([\d.]+)['\"]", re.M)
 
 
@@ -39,6 +39,31 @@ def scan(paths: Iterable[str]) -> Dict[str, Tuple[str, Path]]:
                 key = _normalize(m.group("name"))
                 found.setdefault(key, (m.group("version"), Path(entry, n)))
     return found
+
+
+_scan_cache: Dict[Tuple[str, ...], Dict[str, Tuple[str, Path]]] = {}
+
+
+def installed_version(name: str, paths: Optional[Iterable[str]] = None) -> Optional[str]:
+    """Version of an installed distribution, the way the rest of compat sees it.
+
+    The fast scan covers `name-version.dist-info` / `.egg-info` on sys.path; legacy develop installs
+    (`name.egg-info` without a version) fall back to importlib.metadata. One lookup for the whole
+    project, so detection, the patch engine and the FP8 loader never disagree.
+    """
+    key = tuple(sys.path if paths is None else paths)
+    found = _scan_cache.get(key)
+    if found is None:
+        found = _scan_cache[key] = scan(key)
+    hit = found.get(_normalize(name))
+    if hit is not None:
+        return hit[0]
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def torch_cuda(version: Optional[str], dist_dir: Optional[Path]) -> Optional[str]:
