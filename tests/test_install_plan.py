@@ -330,3 +330,42 @@ def test_verify_catches_a_surprise_torch():
     assert executor.verify(p, {"vllm": (None, "0.7.2"), "torch": ("2.5.1", "2.6.0")}, {})
     assert executor.verify(p, {"vllm": (None, "0.7.2")}, {"torch": "2.5.1"}) == []
     assert executor.verify(p, {"vllm": (None, "0.7.3")}, {"torch": "2.5.1"})
+
+
+def test_verify_requires_vllm_in_the_resolution():
+    p = plan_for("h100-sxm.toml", "vllm==0.7.2")
+    problems = executor.verify(p, {"torch": (None, "2.5.1")}, {})      # resolution lacks vLLM, none installed
+    assert problems and "vllm would be absent" in problems[0]
+    assert executor.verify(p, {"torch": (None, "2.5.1")}, {"vllm": "0.7.2"}) == []   # already installed as planned
+
+
+_T = executor.Target("/v/bin/python", "3.11.7", "/v", True, False, False, "26.0", ())
+_SNAP = ["numpy==1.26.4", "six==1.16.0", "torch==2.8.0+cu126", "torchvision==0.23.0+cu126"]
+
+
+def _restore_calls(monkeypatch, tmp_path, installer, snapshot, now):
+    calls, freezes = [], []
+    monkeypatch.setattr(executor, "_run", lambda argv, progress, label, cwd=None: calls.append(list(argv)))
+    monkeypatch.setattr(executor, "freeze", lambda inst, t: freezes.append(inst) or list(now))
+    executor.restore(installer, _T, snapshot, tmp_path, lambda s: None)
+    return calls, freezes
+
+
+def test_uv_restore_passes_the_snapshots_torch_backend(monkeypatch, tmp_path):
+    calls, _ = _restore_calls(monkeypatch, tmp_path, "uv", _SNAP, [])
+    assert calls == [["uv", "pip", "sync", "--python", _T.python, "--allow-empty-requirements", "--torch-backend",
+                      "cu126", str(tmp_path / "snapshot.txt")]]
+    calls, _ = _restore_calls(monkeypatch, tmp_path, "uv", ["six==1.16.0", "torch==2.5.1"], [])
+    assert "--torch-backend" not in calls[0]          # the default wheel comes from the package index
+
+
+def test_pip_restore_freezes_once_and_names_the_variant_index(monkeypatch, tmp_path):
+    now = ["numpy==2.1.0", "six==1.16.0", "torch==2.9.0", "vllm==0.11.0"] + [f"dep{i}==1.0" for i in range(150)]
+    calls, freezes = _restore_calls(monkeypatch, tmp_path, "pip", _SNAP, now)
+    assert freezes == ["pip"]                           # one `pip freeze`, not one per package
+    assert calls[0][:4] == [_T.python, "-m", "pip", "uninstall"] and "vllm" in calls[0] and "dep7" in calls[0]
+    assert calls[1] == [_T.python, "-m", "pip", "install", "--no-deps", "--extra-index-url",
+                        planner.torch_index_url("cu126"), "-r", str(tmp_path / "restore.txt")]
+    assert (tmp_path / "restore.txt").read_text().split() == ["numpy==1.26.4", "torch==2.8.0+cu126",
+                                                              "torchvision==0.23.0+cu126"]
+    assert executor.restore_index_args("pip", ["six==1.16.0", "torch==2.5.1"]) == []

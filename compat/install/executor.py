@@ -41,6 +41,7 @@ print(json.dumps({
     "pip": pv, "path": sys.path}))
 """
 _UV_LINE = re.compile(r"^ ([+-]) ([A-Za-z0-9_.\-]+)==(\S+)")
+_LOCAL_CU = re.compile(r"==[^\s;+]+\+(cu\d+)\b")   # torch==2.8.0+cu126 -> cu126
 
 
 class InstallFailed(Exception):
@@ -121,23 +122,59 @@ def _name(line: str) -> str:
     return re.split(r"[ =<>@;\[]", line.replace("-e ", ""), maxsplit=1)[0].lower().replace("_", "-")
 
 
+def restore_index_args(installer: str, snapshot: Sequence[str]) -> List[str]:
+    """Index flags the snapshot's pins need: a `torch==2.8.0+cu126` build exists only on PyTorch's cu126 index.
+
+    Derived from the snapshot's own +cuXXX local tags (not from the plan: the snapshot is what was there before),
+    with the same data the plan uses: uv's --torch-backend, pip's --extra-index-url from installer.toml.
+    """
+    from .planner import torch_index_url, variant_cuda
+
+    found: Dict[str, None] = {}
+    for line in snapshot:  # torch first: uv takes one backend, and torch's build decides torchvision/torchaudio's
+        m = _LOCAL_CU.search(line)
+        if m:
+            try:
+                variant_cuda(m.group(1))
+            except CompatError:
+                continue
+            if _name(line) == "torch":
+                found = {m.group(1): None, **found}
+            else:
+                found.setdefault(m.group(1), None)
+    if not found:
+        return []
+    if installer == "uv":
+        return ["--torch-backend", next(iter(found))]
+    return [a for v in found for a in ("--extra-index-url", torch_index_url(v))]
+
+
+def pip_restore_sets(snapshot: Sequence[str], now: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """(names to uninstall, snapshot lines to reinstall) to turn `now` back into `snapshot`.
+
+    Both come from one freeze: uninstalling names the snapshot lacks leaves every line of a name it has as it was.
+    """
+    keep = {_name(x) for x in snapshot}
+    remove = sorted({_name(x) for x in now if _name(x) not in keep})
+    present = set(now)
+    return remove, [x for x in snapshot if x not in present]
+
+
 def restore(installer: str, t: Target, snapshot: Sequence[str], workdir: Path, progress: Progress) -> None:
     """Put the environment back to `snapshot` exactly (uv: pip sync; pip: uninstall extras, reinstall pins)."""
     snap = workdir / "snapshot.txt"
     snap.write_text("\n".join(snapshot) + "\n")
+    index = restore_index_args(installer, snapshot)
     if installer == "uv":
-        _run(["uv", "pip", "sync", "--python", t.python, "--allow-empty-requirements", str(snap)], progress,
+        _run(["uv", "pip", "sync", "--python", t.python, "--allow-empty-requirements"] + index + [str(snap)], progress,
              "restore the snapshot (uv pip sync)")
         return
-    now = freeze("pip", t)
-    keep = {_name(x) for x in snapshot}
-    remove = sorted({_name(x) for x in now if _name(x) not in keep})
+    remove, missing = pip_restore_sets(snapshot, freeze("pip", t))
     if remove:
         _run([t.python, "-m", "pip", "uninstall", "-y"] + remove, progress, f"remove {len(remove)} package(s)")
-    missing = [x for x in snapshot if x not in set(freeze("pip", t))]
     if missing:
         (workdir / "restore.txt").write_text("\n".join(missing) + "\n")
-        _run([t.python, "-m", "pip", "install", "--no-deps", "-r", str(workdir / "restore.txt")], progress,
+        _run([t.python, "-m", "pip", "install", "--no-deps"] + index + ["-r", str(workdir / "restore.txt")], progress,
              f"reinstall {len(missing)} package(s) of the snapshot")
 
 
@@ -182,9 +219,9 @@ def verify(plan: Plan, changes: Dict[str, Tuple[Optional[str], Optional[str]]], 
         problems.append(f"torch would be {tv or 'absent'}, the plan says {plan.torch}")
     elif not plan.torch_default_variant and versions.parse(tv).local and versions.parse(tv).local != plan.torch_variant:
         problems.append(f"torch would be {tv}, the plan says the {plan.torch_variant} build")
-    vv = final("vllm")
-    if vv is not None and versions.release(vv) != versions.release(plan.vllm):
-        problems.append(f"vllm would be {vv}, the plan says {plan.vllm}")
+    vv = final("vllm")  # absent is a mismatch too: the plan asked for vLLM
+    if vv is None or versions.release(vv) != versions.release(plan.vllm):
+        problems.append(f"vllm would be {vv or 'absent'}, the plan says {plan.vllm}")
     return problems
 
 
