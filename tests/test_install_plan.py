@@ -229,6 +229,14 @@ def test_bad_input_exits_2_with_one_line(argv, capsys, tmp_path):
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("req, says", [("vllm==notaversion", "not a valid version specifier"),
+                                       ("vllm==9.9.9", "no vLLM release"), ("torch", "compat plans vLLM sets")])
+def test_install_reports_a_bad_request_before_the_interpreter(req, says, capsys):
+    for python in ("/nonexistent/python", sys.executable):   # neither the missing nor a non-venv one is looked at
+        rc, _, err = run_cli("install", req, "--python", python, capsys=capsys)
+        assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_malformed_hardware_file_exits_2(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[driver\nversion=")

@@ -13,7 +13,7 @@ import sys
 from typing import List, Optional
 
 from ..errors import CompatError
-from .planner import INSTALLERS, Plan, make_plan
+from .planner import INSTALLERS, Plan, make_plan, requested_releases
 
 FORMATS = ("text", "json", "pip", "uv", "constraints")
 
@@ -104,6 +104,7 @@ def install(argv: Optional[List[str]] = None) -> int:
     from . import executor
 
     args = _install_parser().parse_args(argv)
+    requested_releases(args.request)  # a bad request is reported before anything about the target interpreter
     target = executor.probe(args.python)
     executor.check_consent(target, args.allow_system)
     installer = executor.choose_installer(args.installer, target)

@@ -240,6 +240,19 @@ def parse_request(text: Optional[str]) -> Request:
     return Request(spec)
 
 
+def requested_releases(text: Optional[str]) -> Tuple[Request, List[Dict[str, Any]]]:
+    """The request parsed and the table's releases it matches, newest first; CompatError when it is bad or matches
+    none. Needs no machine, so `compat install` checks it before probing the target interpreter."""
+    req = parse_request(text)
+    releases = _releases()
+    wanted = [r for r in releases if req.specifier.contains(versions.release(r["version"]), prereleases=True)]
+    if not wanted:
+        known = f"{releases[-1]['version']}..{releases[0]['version']}" if releases else "none"
+        raise CompatError(f"no vLLM release in compat's table matches {str(req)!r} (it knows {known}); upgrade compat "
+                          "or name a listed release")
+    return req, wanted
+
+
 def _releases() -> List[Dict[str, Any]]:
     rows = load_data("vllm_releases").get("release", [])
     return sorted(rows, key=lambda r: versions.parse(r["version"]), reverse=True)
@@ -357,18 +370,12 @@ def make_plan(env: Environment, request: Optional[str] = None, python: Optional[
     """The plan for `env`'s hardware; raises PlanRefused (a CompatError) when nothing fits."""
     from ..profiles import select_profile  # local: keeps `import compat.install.planner` light
 
-    req = parse_request(request)
+    req, wanted = requested_releases(request)
     py = python or platform.python_version()
     versions.parse(py, what="Python version")
     _hardware_refusal(env)
     hw = env.hardware
     profile, pfind = select_profile([g.sm for g in hw.gpus], os.environ if environ is None else environ)
-    releases = _releases()
-    wanted = [r for r in releases if req.specifier.contains(versions.release(r["version"]), prereleases=True)]
-    if not wanted:
-        known = f"{releases[-1]['version']}..{releases[0]['version']}" if releases else "none"
-        raise CompatError(f"no vLLM release in compat's table matches {str(req)!r} (it knows {known}); upgrade compat "
-                          "or name a listed release")
     rejected: List[Tuple[str, str]] = []
     driver_fixes: List[str] = []
     min_sm = hw.min_sm or 0
