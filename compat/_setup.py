@@ -20,6 +20,7 @@ from .profiles import select_profile
 
 JSON_SCHEMA_VERSION = 1
 SWITCHES = ("hidden_states", "fp8")
+_KEY_PREFIXES = ("COMPAT_", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 
 _lock = threading.RLock()
 _last: Dict[Tuple, "Report"] = {}
@@ -50,7 +51,7 @@ class Report:
         if cached is None:
             from .report.checks import run_checks
 
-            cached = tuple(run_checks(self.environment, self.resolved, os.environ))
+            cached = tuple(run_checks(self.environment, self.resolved, envmod.user_environ()))
             object.__setattr__(self, "_checks", cached)
         return cached
 
@@ -158,8 +159,10 @@ def setup(profile: Optional[str] = None, hardware: Optional[str] = None, strict:
     `strict=True` an error finding raises CompatError. Never imports torch or vLLM.
     """
     global _current
-    key = (profile, hardware, dtype, hidden_states, fp8, patches, os.environ.get("COMPAT_PROFILE"),
-           os.environ.get("CUDA_VISIBLE_DEVICES"))
+    # Every input that changes the answer; variables compat exported itself are left out, so a second
+    # identical call finds the first call's report.
+    key = (profile, hardware, dtype, hidden_states, fp8, patches,
+           tuple(sorted((k, v) for k, v in envmod.user_environ().items() if k.startswith(_KEY_PREFIXES))))
     with _lock:
         rep = _last.get(key)
         if rep is None:
@@ -168,11 +171,11 @@ def setup(profile: Optional[str] = None, hardware: Optional[str] = None, strict:
                 raise CompatError(f"fp8={sw['fp8']!r} is not supported; use fp8='block'")
             rep = build_report(hardware, profile, dtype, sw.get("fp8"), os.environ, export=True,
                                patches=patches, switches=sw)
-            # workers started later inherit the opt-in switches through the environment
+            # workers started later inherit the opt-in switches through the environment; exported like the
+            # profile's variables, so revert() removes them and a user's own value is never replaced.
             refused = {s for s, v in rep.switches if v is False}  # e.g. fp8 below sm89: workers must not enable it
-            for s, v in sw.items():
-                if s not in refused:
-                    os.environ.setdefault(f"COMPAT_{s.upper()}", "1" if v is True else str(v))
+            envmod.export([(f"COMPAT_{s.upper()}", "1" if v is True else str(v), f"opt-in switch {s} for workers")
+                           for s, v in sw.items() if s not in refused])
             _last[key] = rep
             for f in rep.setup_findings:
                 if f.severity == "error":

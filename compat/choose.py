@@ -50,7 +50,18 @@ def attention_range(vllm_version: Optional[str]) -> Optional[Dict[str, Any]]:
     return None
 
 
-def choose_backend(profile: Profile, vllm_version: Optional[str]) -> Tuple[Optional[Backend], List[Finding]]:
+def _column(profile: Profile, choose: Dict[str, Any], sm: Optional[int]) -> str:
+    """The vllm_attention.toml column for this GPU: the profile's own, or a more specific one inside the
+    profile's range (a Blackwell profile spans sm100 and sm120, which vLLM treats differently)."""
+    if sm is None or profile.cpu or profile.sm_min is None:
+        return profile.attention
+    inside = [int(k[2:]) for k in choose if k.startswith("sm") and k[2:].isdigit()
+              and profile.sm_min <= int(k[2:]) <= sm]
+    return f"sm{max(inside)}" if inside else profile.attention
+
+
+def choose_backend(profile: Profile, vllm_version: Optional[str],
+                   sm: Optional[int] = None) -> Tuple[Optional[Backend], List[Finding]]:
     if vllm_version is None:
         return None, []
     r = attention_range(vllm_version)
@@ -58,7 +69,8 @@ def choose_backend(profile: Profile, vllm_version: Optional[str]) -> Tuple[Optio
         return None, [Finding("vllm-release-unknown", "warning",
                               f"compat has no attention-backend data for vLLM {vllm_version}",
                               "upgrade compat; vLLM will pick its own attention backend")]
-    name = r.get("choose", {}).get(profile.attention, "")
+    choose = r.get("choose", {})
+    name = choose.get(_column(profile, choose, sm), "")
     if not name:
         return None, []
     if r.get("env_var") and r.get("env_var_status", "read") == "read":
@@ -83,7 +95,7 @@ def resolve(profile: Profile, env: Environment, dtype: Optional[str] = None,
     hf_attn = profile.hf_attn_implementation
     if profile.flash_attention_2 and sw.version("flash-attn") is not None:
         hf_attn = "flash_attention_2"
-    backend, more = choose_backend(profile, sw.version("vllm"))
+    backend, more = choose_backend(profile, sw.version("vllm"), hw.min_sm)
     findings += more
     env_rules = []
     names = [g.name for g in hw.gpus]

@@ -46,6 +46,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return int(fn(rest) or 0)
+    except BrokenPipeError:  # `python -m compat plan | head -1`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush cannot fail again
+        return 141
     except CompatError as exc:
         sys.stderr.write(f"compat {cmd}: error: {exc}\n")
         return 2

@@ -157,6 +157,8 @@ def test_module_entry_point_runs(tmp_path):
     ("0.12.0", "v100-sxm2", "TRITON_ATTN", "env:VLLM_ATTENTION_BACKEND"),
     ("0.7.2", "a100-sxm4", "FLASH_ATTN", "env:VLLM_ATTENTION_BACKEND"),
     ("0.11.0", "h100-sxm", "FLASH_ATTN", "env:VLLM_ATTENTION_BACKEND"),
+    ("0.11.0", "b200", "FLASHINFER", "env:VLLM_ATTENTION_BACKEND"),
+    ("0.11.0", "rtx5090", "FLASH_ATTN", "env:VLLM_ATTENTION_BACKEND"),  # sm120 column inside the Blackwell profile
 ])
 def test_backend_named_and_set_the_way_the_release_reads_it(capsys, tmp_path, vllm, fixture, backend, via):
     fx = tmp_path / "fx.toml"

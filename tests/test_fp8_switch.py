@@ -68,7 +68,7 @@ def test_vllm_kwargs_serve_bf16_in_block_fp8(monkeypatch):
                                                           "weight_block_size": [128, 128], "fmt": "e4m3"}}
     assert compat.vllm_kwargs(quantization=None)["quantization"] is None  # the caller's override wins
     compat.revert()
-    monkeypatch.delenv("COMPAT_FP8")  # setup() exported it for workers
+    assert "COMPAT_FP8" not in os.environ  # setup() exported it for workers; revert() took it back
     compat.setup(hardware=H100, patches=False)
     assert "quantization" not in compat.vllm_kwargs()
 

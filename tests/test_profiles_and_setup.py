@@ -161,3 +161,26 @@ def test_bad_refuse_specifier_is_a_clear_error(monkeypatch, tmp_path):
     rep = compat.setup(hardware=str(fx), patches=False)  # setup() itself does not run doctor's checks
     with pytest.raises(CompatError, match="refuse.vllm.*not a valid version specifier"):
         rep.findings
+
+
+def test_revert_removes_the_switches_setup_exported():
+    compat.setup(hardware=str(FIXTURES / "h100-sxm.toml"), hidden_states=True, patches=False)
+    assert os.environ["COMPAT_HIDDEN_STATES"] == "1"
+    compat.revert()
+    assert "COMPAT_HIDDEN_STATES" not in os.environ
+    assert dict(compat.setup(hardware=str(FIXTURES / "h100-sxm.toml"), patches=False).switches) == {}
+
+
+def test_setup_sees_changed_visibility(monkeypatch):
+    hw = str(FIXTURES / "v100-sxm2.toml")
+    assert len(compat.setup(hardware=hw, patches=False).environment.hardware.gpus) == 8
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "none")
+    assert compat.setup(hardware=hw, patches=False).environment.hardware.gpus == ()
+
+
+def test_setup_does_not_judge_its_own_exports(tmp_path):
+    from helpers import with_packages
+
+    rep = compat.setup(hardware=str(with_packages(tmp_path, "v100-sxm2", vllm="0.8.2")), patches=False)
+    assert dict(rep.env_set)["VLLM_ATTENTION_BACKEND"] == "XFORMERS"
+    assert not [f for f in rep.findings if f.id.startswith("attention-")], rep.findings

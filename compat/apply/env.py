@@ -49,6 +49,12 @@ def export(wanted: Iterable[Tuple[str, str, str]], environ: MutableMapping[str, 
     return EnvResult(tuple(done), tuple(kept), tuple(findings))
 
 
+def user_environ(environ: MutableMapping[str, str] = os.environ) -> Dict[str, str]:
+    """The environment without the variables compat exported itself: what the *user* set, for the checks."""
+    with _lock:
+        return {k: v for k, v in environ.items() if _ours.get(k) != v}
+
+
 def unexport(environ: MutableMapping[str, str] = os.environ) -> None:
     """Remove the variables compat set (used by compat.revert())."""
     with _lock:

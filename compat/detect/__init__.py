@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
+from ..errors import CompatError
 from ..findings import Finding
 from . import fallback, nvml
 from ._timeout import ProbeTimeout, call_with_timeout
@@ -22,7 +23,20 @@ from .visible import visible_gpus
 
 __all__ = ["GPU", "Hardware", "Software", "Environment", "detect", "detect_hardware", "clear_cache"]
 
-PROBE_TIMEOUT_S = float(os.environ.get("COMPAT_PROBE_TIMEOUT", "10"))
+PROBE_TIMEOUT_S = 10.0  # default deadline of each probe; COMPAT_PROBE_TIMEOUT=seconds overrides it
+
+
+def _probe_timeout(env: Mapping[str, str]) -> float:
+    raw = env.get("COMPAT_PROBE_TIMEOUT")
+    if raw is None:
+        return PROBE_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise CompatError(f"COMPAT_PROBE_TIMEOUT={raw!r} must be a positive number of seconds; fix or unset it")
+    return value
 CACHE_VERSION = 1
 
 _lock = threading.Lock()
@@ -79,7 +93,7 @@ def detect_hardware(env: Mapping[str, str] = os.environ) -> Hardware:
         return cached
     findings: List[Finding] = []
     try:
-        hw = call_with_timeout(nvml.probe, PROBE_TIMEOUT_S)
+        hw = call_with_timeout(nvml.probe, _probe_timeout(env))
         _write_cache(cache_file, hw)
         return hw
     except nvml.NvmlUnavailable as exc:
@@ -94,19 +108,19 @@ def detect_hardware(env: Mapping[str, str] = os.environ) -> Hardware:
     except Exception as exc:  # a broken NVML binding must never crash the job
         findings.append(Finding("nvml-failed", "warning", f"NVML probe failed: {exc!r}; used fallbacks",
                                 "report this to compat with the output of nvidia-smi"))
-    return _fallback(proc_driver, findings)
+    return _fallback(proc_driver, findings, _probe_timeout(env))
 
 
 def _nvml_forced(env: Mapping[str, str]) -> bool:
     return env.get("COMPAT_FORCE_NVML") == "1"
 
 
-def _fallback(proc_driver: Optional[str], findings: List[Finding]) -> Hardware:
+def _fallback(proc_driver: Optional[str], findings: List[Finding], timeout: float) -> Hardware:
     gpus: Tuple[GPU, ...] = ()
     source = "proc" if proc_driver else "none"
     if fallback.smi_available():
         try:
-            parsed, bad = fallback.parse_smi_csv(fallback.run_smi(PROBE_TIMEOUT_S))
+            parsed, bad = fallback.parse_smi_csv(fallback.run_smi(timeout))
             gpus, source = tuple(parsed), "nvidia-smi"
             if bad:
                 findings.append(Finding("smi-unparsed", "warning", f"nvidia-smi lines not understood: {bad}",
@@ -116,7 +130,7 @@ def _fallback(proc_driver: Optional[str], findings: List[Finding]) -> Hardware:
                                     "check the NVIDIA driver installation (`nvidia-smi` by hand)"))
     cuda = None
     try:
-        cuda = call_with_timeout(fallback.libcuda_driver_cuda, PROBE_TIMEOUT_S)
+        cuda = call_with_timeout(fallback.libcuda_driver_cuda, timeout)
     except ProbeTimeout:
         findings.append(Finding("libcuda-timeout", "warning", "libcuda did not answer cuDriverGetVersion", ""))
     if proc_driver and not gpus:

@@ -10,7 +10,6 @@ is never printed as an export (a comment says what compat would have set); secre
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shlex
@@ -18,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Tuple
 
+from .._args import ArgumentParser
 from ..apply.env import redact
 from ..errors import CompatError
 
@@ -118,8 +118,8 @@ def render(rep, shell: str = "bash", environ: Mapping[str, str] = os.environ,
     return "\n".join(lines) + "\n"
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m compat env",
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m compat env",
                                 description="Print the profile's env exports: eval \"$(python -m compat env)\".")
     p.add_argument("--shell", choices=SHELLS, default="bash", help="output syntax (default bash; also zsh/sh)")
     p.add_argument("--hardware", metavar="FILE", help="simulate the machine described in FILE")

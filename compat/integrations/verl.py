@@ -24,13 +24,13 @@ Keys verl's yaml does not declare (override_config.*, engine_kwargs.vllm.*, ray_
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shlex
 import sys
 from typing import List, Mapping, Optional, Tuple
 
+from .._args import ArgumentParser
 from .. import versions
 from ..errors import CompatError
 
@@ -103,8 +103,8 @@ def overrides(rep, environ: Mapping[str, str] = os.environ) -> Tuple[List[str], 
     return out, notes
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m compat verl-overrides",
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m compat verl-overrides",
                                 description="Print Hydra overrides for verl's trainer from this machine's profile.")
     p.add_argument("--hardware", metavar="FILE", help="simulate the machine described in FILE")
     p.add_argument("--profile", metavar="NAME", help="use this profile instead of choosing one")

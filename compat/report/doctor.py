@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from typing import List, Optional
 
+from .._args import ArgumentParser
 from .._setup import Report, build_report
 from ..apply.env import redact
 
@@ -60,8 +60,8 @@ def render_text(rep: Report) -> str:
     return "\n".join(lines)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m compat doctor", description="Report what compat sees and decides.")
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m compat doctor", description="Report what compat sees and decides.")
     p.add_argument("--json", action="store_true", help="machine-readable report (docs/json-contract.md)")
     p.add_argument("--hardware", metavar="FILE", help="simulate the machine described in FILE")
     p.add_argument("--profile", metavar="NAME", help="use this profile instead of choosing one")
