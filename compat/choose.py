@@ -10,6 +10,7 @@ from ._toml import DATA_DIR, load_data
 from .detect.model import Environment
 from .errors import CompatError
 from .findings import Finding
+from .knowledge import flash_attn_problems
 from .profiles import DTYPES, Profile
 
 
@@ -93,7 +94,8 @@ def resolve(profile: Profile, env: Environment, dtype: Optional[str] = None,
                                 f"{chosen_dtype} was requested but profile {profile.name!r} cannot run it "
                                 f"(bfloat16 needs sm80 or newer)", f"use dtype={profile.dtype!r}"))
     hf_attn = profile.hf_attn_implementation
-    if profile.flash_attention_2 and sw.version("flash-attn") is not None:
+    fa = sw.version("flash-attn")
+    if profile.flash_attention_2 and fa is not None and not flash_attn_problems(fa, sw.version("torch"), hw.min_sm):
         hf_attn = "flash_attention_2"
     backend, more = choose_backend(profile, sw.version("vllm"), hw.min_sm)
     findings += more

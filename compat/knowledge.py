@@ -59,3 +59,23 @@ def vllm_release(version: str) -> Optional[Dict[str, Any]]:
 
 def backend_requirements() -> Dict[str, Any]:
     return _table("attention_backends").get("backend", {})
+
+
+def flash_attn_problems(fa_version: str, torch_version: Optional[str], min_sm: Optional[int]) -> List[Tuple[str, str]]:
+    """Why an installed flash-attn cannot serve this machine, as (finding id, message); empty when it fits.
+
+    One rule for the profile's attn_implementation choice and for doctor's check.
+    """
+    out: List[Tuple[str, str]] = []
+    need = _table("flash_attn").get("min_sm", 80)
+    if min_sm is not None and min_sm < need:
+        out.append(("flash-attn-unsupported-gpu", f"flash-attn {fa_version} is installed but needs sm{need}+; "
+                                                  f"this GPU is sm{min_sm}"))
+    local = versions.parse(fa_version).local or ""
+    if "torch" in local and torch_version:
+        built = local.split("torch")[1].split("cxx")[0]
+        have = ".".join(str(x) for x in versions.release(torch_version).release[:2])
+        if built and built != have:
+            out.append(("flash-attn-torch-mismatch", f"flash-attn {fa_version} was built for torch {built}, "
+                                                     f"but torch {torch_version} is installed"))
+    return out

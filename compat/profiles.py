@@ -160,7 +160,7 @@ def select_profile(sms: Sequence[int], environ: Mapping[str, str] = os.environ,
         if p.matches_sm(sm):
             return p, tuple(findings)
     lower = [p for p in gpu_profiles if (p.sm_max or 0) < sm]
-    if sm < 70 or not lower:
+    if not lower:  # older than the oldest profile (sm70: the oldest GPU vLLM and current torch builds support)
         findings.append(Finding("gpu-unsupported", "error",
                                 f"GPU compute capability sm{sm} is older than sm70, the oldest vLLM and current "
                                 "PyTorch CUDA builds support", "use a GPU of sm70 (V100) or newer, or run on CPU "

@@ -184,3 +184,17 @@ def test_setup_does_not_judge_its_own_exports(tmp_path):
     rep = compat.setup(hardware=str(with_packages(tmp_path, "v100-sxm2", vllm="0.8.2")), patches=False)
     assert dict(rep.env_set)["VLLM_ATTENTION_BACKEND"] == "XFORMERS"
     assert not [f for f in rep.findings if f.id.startswith("attention-")], rep.findings
+
+
+def test_flash_attention_2_only_when_the_installed_flash_attn_fits(tmp_path):
+    from helpers import with_packages
+
+    ok = with_packages(tmp_path, "a100-sxm4", torch="2.4.0+cu121", flash_attn="2.6.3")
+    assert compat.setup(hardware=str(ok), patches=False).resolved.hf_attn_implementation == "flash_attention_2"
+    compat.revert()
+    other = tmp_path / "other"
+    other.mkdir()
+    bad = with_packages(other, "a100-sxm4", torch="2.5.1+cu124", flash_attn="2.6.3+cu123torch2.4cxx11abiFALSE")
+    rep = compat.setup(hardware=str(bad), patches=False)
+    assert rep.resolved.hf_attn_implementation == "sdpa"  # what hf_kwargs() hands the trainer
+    assert any(f.id == "flash-attn-torch-mismatch" for f in rep.findings)

@@ -87,9 +87,6 @@ def vllm_vs_gpu(env: Environment, r: Resolved, environ: Mapping[str, str]) -> Li
     p = r.profile
     if not vv or not env.hardware.gpus:
         return []
-    if env.hardware.min_sm is not None and env.hardware.min_sm < 70:
-        return [Finding("vllm-gpu-too-old", "error", f"vLLM needs sm70 or newer; this GPU is sm{env.hardware.min_sm}",
-                        "use a newer GPU")]
     try:
         refused = bool(p.refuse_vllm) and versions.in_spec(vv, p.refuse_vllm)
     except CompatError as exc:  # validated here, where it is used, so setup() never imports packaging for it
@@ -106,21 +103,15 @@ def flash_attn(env: Environment, r: Resolved, environ: Mapping[str, str]) -> Lis
     fa = sw.version("flash-attn")
     if not fa:
         return []
-    out = []
-    if env.hardware.gpus and env.hardware.min_sm is not None and env.hardware.min_sm < 80:
-        out.append(Finding("flash-attn-unsupported-gpu", "warning",
-                           f"flash-attn {fa} is installed but needs sm80+; this GPU is sm{env.hardware.min_sm}",
-                           "use attn_implementation='sdpa' (compat.hf_kwargs() does), or pip uninstall flash-attn"))
-    local = versions.parse(fa).local or ""
-    tv = sw.version("torch")
-    if "torch" in local and tv:
-        built = local.split("torch")[1].split("cxx")[0]
-        have = ".".join(str(x) for x in versions.release(tv).release[:2])
-        if built and built != have:
-            out.append(Finding("flash-attn-torch-mismatch", "error",
-                               f"flash-attn {fa} was built for torch {built}, but torch {tv} is installed",
-                               "reinstall flash-attn for this torch: pip install --no-build-isolation --force-reinstall flash-attn"))
-    return out
+    fixes = {
+        "flash-attn-unsupported-gpu": ("warning", "use attn_implementation='sdpa' (compat.hf_kwargs() does), "
+                                                  "or pip uninstall flash-attn"),
+        "flash-attn-torch-mismatch": ("error", "reinstall flash-attn for this torch: pip install "
+                                               "--no-build-isolation --force-reinstall flash-attn"),
+    }
+    sm = env.hardware.min_sm if env.hardware.gpus else None
+    return [Finding(fid, fixes[fid][0], msg, fixes[fid][1])
+            for fid, msg in knowledge.flash_attn_problems(fa, sw.version("torch"), sm)]
 
 
 def user_attention_backend(env: Environment, r: Resolved, environ: Mapping[str, str]) -> List[Finding]:
