@@ -377,3 +377,51 @@ def test_pip_restore_freezes_once_and_names_the_variant_index(monkeypatch, tmp_p
     assert (tmp_path / "restore.txt").read_text().split() == ["numpy==1.26.4", "torch==2.8.0+cu126",
                                                               "torchvision==0.23.0+cu126"]
     assert executor.restore_index_args("pip", ["six==1.16.0", "torch==2.5.1"]) == []
+
+
+# -- one rule each: the planner's predicates are what doctor's check judges with ---------------------------------
+def test_flash_attn_steps_read_the_build_requirements_from_the_table():
+    p = plan_for("a100-sxm4.toml", "vllm==0.10.1.1")
+    need = load_data("flash_attn")["build"]["requires"]
+    assert need and planner.flash_attn_build_requires() == tuple(need)
+    for inst in planner.INSTALLERS:
+        steps = p.steps(inst, "py", pip_has_cutoff=True)
+        build, fa = steps[-2], steps[-1]
+        assert list(build.argv[-len(need):]) == need and fa.argv[-1] == f"flash-attn=={p.flash_attn}"
+        assert build.argv[:-len(need)] == steps[-3].argv[:len(build.argv) - len(need)]   # the install step's base
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.stem)
+def test_the_planned_set_passes_the_predicates_check_uses(fixture):
+    env = detect(str(fixture))
+    try:
+        p = planner.make_plan(env, None, python="3.11", environ={})
+    except CompatError:
+        return
+    assert planner.variant_refusal(p.torch, p.torch_variant, env.hardware) == (None, None)
+    if p.flash_attn:
+        assert planner.flash_attn_refusal(p.flash_attn, p.torch, p.cuda, env.hardware.min_sm) is None
+
+
+def test_variant_and_flash_attn_predicates():
+    hw = detect(str(HW / "h100-sxm.toml")).hardware
+    assert planner.variant_refusal("2.5.1", "cu121", hw) == (None, None)
+    assert "would not load" in planner.variant_refusal("2.5.1", "cu118", hw)[0]        # vLLM's wheel is CUDA 12
+    assert "lists no cpu build" in planner.variant_refusal("2.5.1", "cpu", hw)[0]
+    t4 = detect(str(HW / "t4-driver470.toml")).hardware
+    why, fix = planner.variant_refusal("2.5.1", "cu124", t4)
+    assert "older than" in why and fix == "525.60.13"
+    assert planner.flash_attn_refusal("2.7.4.post1", "2.5.1", "12.4", 90) is None
+    assert "no build for torch 2.5.1 + CUDA 11.8" in planner.flash_attn_refusal("2.7.4.post1", "2.5.1", "11.8", 90)
+    assert "no build for torch 2.8.0" in planner.flash_attn_refusal("2.6.3", "2.8.0", "12.8", 90)
+    assert "sm80" in planner.flash_attn_refusal("2.7.4.post1", "2.5.1", "12.4", 70)
+    assert planner.flash_attn_refusal("9.9.9", "2.5.1", "12.4", 90) is None           # not listed: checks.py judges it
+
+
+def test_variant_cuda_decodes_like_detect():
+    from compat.detect.software import torch_cuda
+    for v in ("cu118", "cu124", "cu128", "cu130"):
+        assert planner.variant_cuda(v) == torch_cuda(f"2.8.0+{v}", None)
+    for bad in ("cpu", "rocm6.2", "cuda"):
+        with pytest.raises(CompatError):
+            planner.variant_cuda(bad)

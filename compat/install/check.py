@@ -58,30 +58,14 @@ def plan_mismatch(env: Environment, r: object, environ: Mapping[str, str]) -> Li
 
 
 def _variant_ok(env: Environment, plan, variant: str) -> bool:
-    """Another variant of the pin is fine when it passes the same rules (arch, driver, vLLM's CUDA major)."""
-    from .. import knowledge
-    from .planner import variant_cuda
+    """Another variant of the pin is fine when it passes the planner's rules (arch, driver, vLLM's CUDA major)."""
+    from .planner import variant_refusal
 
-    if not variant.startswith("cu"):
-        return False
-    archs = knowledge.torch_archs(plan.torch, variant)
-    if not archs or variant_cuda(variant).split(".")[0] != plan.cuda.split(".")[0]:
-        return False
-    need = knowledge.min_driver_for_cuda(variant_cuda(variant))
-    if need is None or versions.driver_tuple(env.hardware.driver or "0") < versions.driver_tuple(need):
-        return False
-    return all(knowledge.runs_arch(archs, g.compute_capability) for g in env.hardware.gpus)
+    return variant_refusal(plan.torch, variant, env.hardware)[0] is None
 
 
 def _flash_attn_ok(fa: str, plan, env: Environment) -> bool:
-    from .._toml import load_data
+    """The planner's flash-attn rules: an sm80+ GPU, and a listed release built for the plan's torch and CUDA."""
+    from .planner import flash_attn_refusal
 
-    table = load_data("flash_attn")
-    if (env.hardware.min_sm or 0) < int(table["min_sm"]):
-        return False
-    t = versions.release(plan.torch)
-    minor = f"{t.major}.{t.minor}"
-    for row in table.get("release", []):
-        if versions.release(row["version"]) == versions.release(fa):
-            return minor in row["torch"]
-    return True  # a release the table does not list: flash_attn() in checks.py reads its local version tag
+    return flash_attn_refusal(fa, plan.torch, plan.cuda, env.hardware.min_sm or 0) is None

@@ -29,6 +29,7 @@ from packaging.specifiers import SpecifierSet
 from .. import knowledge, versions
 from .._toml import load_data
 from ..detect.model import Environment, Hardware
+from ..detect.software import torch_cuda
 from ..errors import CompatError
 from ..findings import Finding
 
@@ -99,10 +100,25 @@ class Plan:
     def commands(self, installer: str, python: str = "python", pip_has_cutoff: bool = False) -> List[str]:
         return [s.shell() for s in self.steps(installer, python, pip_has_cutoff)]
 
+    def _base(self, installer: str, python: str) -> List[str]:
+        """The install command both installers' steps share: the cutoff, and the index of a non-default variant."""
+        if installer == "uv":
+            base = ["uv", "pip", "install", "--python", python, "--exclude-newer", self.cutoff]
+            return base + ([] if self.torch_default_variant else ["--torch-backend", self.torch_variant])
+        base = [python, "-m", "pip", "install", f"--uploaded-prior-to={self.cutoff}"]
+        return base + ([] if self.torch_default_variant else ["--extra-index-url", torch_index_url(self.torch_variant)])
+
+    def _flash_attn_steps(self, installer: str, python: str) -> List[Step]:
+        """Its build requirements (flash_attn.toml [build]), then flash-attn itself, pinned, without the cutoff."""
+        if not self.flash_attn:
+            return []
+        base = self._base(installer, python)
+        return [Step(argv=tuple(base + list(flash_attn_build_requires())), label="install flash-attn's build requirements"),
+                Step(argv=tuple(_without_cutoff(base) + ["--no-build-isolation", f"flash-attn=={self.flash_attn}"]),
+                     label=f"install flash-attn {self.flash_attn} (prebuilt wheel for this torch)")]
+
     def _uv_steps(self, python: str) -> List[Step]:
-        base = ["uv", "pip", "install", "--python", python, "--exclude-newer", self.cutoff]
-        if not self.torch_default_variant:
-            base += ["--torch-backend", self.torch_variant]
+        base = self._base("uv", python)
         out: List[Step] = []
         main = list(base)
         if self.overrides:
@@ -111,21 +127,14 @@ class Plan:
             main += ["--override", OVERRIDES_FILE]
         out.append(Step(argv=tuple(main + [f"vllm=={self.vllm}", f"torch=={self.torch}"]), verify=True,
                         label=f"install vLLM {self.vllm} + torch {self.torch} ({self.torch_variant})"))
-        if self.flash_attn:
-            out.append(Step(argv=tuple(base + ["setuptools", "wheel", "packaging", "psutil", "ninja"]),
-                            label="install flash-attn's build requirements"))
-            out.append(Step(argv=tuple(_without_cutoff(base) + ["--no-build-isolation", f"flash-attn=={self.flash_attn}"]),
-                            label=f"install flash-attn {self.flash_attn} (prebuilt wheel for this torch)"))
-        return out
+        return out + self._flash_attn_steps("uv", python)
 
     def _pip_steps(self, python: str, pip_has_cutoff: bool) -> List[Step]:
         out: List[Step] = []
         if not pip_has_cutoff:
             out.append(Step(argv=(python, "-m", "pip", "install", "--upgrade", f"pip>={_pip_cutoff_version()}"),
                             label="upgrade pip to a release with --uploaded-prior-to"))
-        base = [python, "-m", "pip", "install", f"--uploaded-prior-to={self.cutoff}"]
-        if not self.torch_default_variant:
-            base += ["--extra-index-url", torch_index_url(self.torch_variant)]
+        base = self._base("pip", python)
         if self.overrides:
             out.append(Step(argv=tuple(base + ["--no-deps", f"vllm=={self.vllm}"]),
                             label=f"install vLLM {self.vllm} alone (pip cannot override its pins)"))
@@ -137,12 +146,7 @@ class Plan:
         else:
             out.append(Step(argv=tuple(base + [f"vllm=={self.vllm}", self.torch_requirement]), verify=True,
                             label=f"install vLLM {self.vllm} + torch {self.torch} ({self.torch_variant})"))
-        if self.flash_attn:
-            out.append(Step(argv=tuple(base + ["setuptools", "wheel", "packaging", "psutil", "ninja"]),
-                            label="install flash-attn's build requirements"))
-            out.append(Step(argv=tuple(_without_cutoff(base) + ["--no-build-isolation", f"flash-attn=={self.flash_attn}"]),
-                            label=f"install flash-attn {self.flash_attn} (prebuilt wheel for this torch)"))
-        return out
+        return out + self._flash_attn_steps("pip", python)
 
     def constraints(self) -> str:
         """A pip constraints file pinning the plan (use with the cutoff for the full resolution)."""
@@ -199,11 +203,15 @@ def torch_index_url(variant: str) -> str:
 
 
 def variant_cuda(variant: str) -> str:
-    """cu128 -> "12.8", cu118 -> "11.8"."""
-    digits = variant[2:]
-    if not variant.startswith("cu") or not digits.isdigit() or len(digits) < 3:
+    """cu128 -> "12.8", cu118 -> "11.8": the local tag of torch==X+cu128, decoded like detect does."""
+    cuda = torch_cuda(f"0+{variant}", None) if variant.startswith("cu") else None
+    if cuda is None:
         raise CompatError(f"{variant!r} is not a CUDA variant like cu128")
-    return f"{digits[:-1]}.{digits[-1]}"
+    return cuda
+
+
+def flash_attn_build_requires() -> Tuple[str, ...]:
+    return tuple(load_data("flash_attn")["build"]["requires"])
 
 
 @dataclass(frozen=True)
@@ -276,46 +284,70 @@ class _Fit:
     findings: Tuple[Finding, ...] = ()
 
 
-def _variant_for(rel: Dict[str, Any], hw: Hardware) -> Tuple[Optional[_Fit], str, Optional[str]]:
-    """The CUDA variant of the release's torch pin for this machine: (fit, why-not, driver that would fix it)."""
-    tv = rel["torch"]
-    row = knowledge.torch_row(tv)
+def _torch_variants(torch_version: str) -> Tuple[Optional[str], Dict[str, List[str]], str]:
+    """(default variant, variant -> archs, why unusable) of a torch release in torch_builds.toml."""
+    row = knowledge.torch_row(torch_version)
     if row is None:
-        return None, f"compat does not know the CUDA builds of torch {tv}", None
+        return None, {}, f"compat does not know the CUDA builds of torch {torch_version}"
     default = row.get("default_variant")
     variants: Dict[str, List[str]] = row.get("variants", {})
     if not default or default not in variants:
-        return None, f"torch_builds.toml has no default variant for torch {tv}", None
+        return None, {}, f"torch_builds.toml has no default variant for torch {torch_version}"
+    return default, variants, ""
+
+
+def variant_refusal(torch_version: str, variant: str, hw: Hardware,
+                    vllm: str = "") -> Tuple[Optional[str], Optional[str]]:
+    """Why `variant` of the vLLM release's torch pin cannot serve vLLM on `hw` (None: it can), and the driver that
+    would fix it. The three rules: (c) the CUDA major of the vLLM wheel (built with the pin's default variant),
+    (a) every GPU's arch (same-major rule), (b) the driver's minimum for the variant's CUDA major.
+    The planner picks with it; doctor's plan-mismatch check (check.py) judges an installed variant with it."""
+    default, variants, problem = _torch_variants(torch_version)
+    if default is None:
+        return problem, None
+    if variant not in variants:
+        return f"{variant}: torch_builds.toml lists no {variant} build of torch {torch_version}", None
     wheel_major = int(variant_cuda(default).split(".")[0])
+    cuda = variant_cuda(variant)
+    major = int(cuda.split(".")[0])
+    if major != wheel_major:
+        return (f"{variant}: vLLM {vllm + ' ' if vllm else ''}is built for CUDA {wheel_major} ({default}), so its "
+                f"kernels would not load with a CUDA {major} torch"), None
+    missing = sorted({g.cc for g in hw.gpus if not knowledge.runs_arch(variants[variant], _cc(g.cc))})
+    if missing:
+        return (f"{variant}: torch {torch_version} {variant} has no kernels for "
+                f"sm_{', sm_'.join(m.replace('.', '') for m in missing)}"), None
+    need = knowledge.min_driver_for_cuda(cuda)
+    if need is None:
+        return f"{variant}: cuda.toml has no minimum driver for CUDA {major}", None
+    if versions.driver_tuple(hw.driver or "0") < versions.driver_tuple(need):
+        return f"{variant}: driver {hw.driver} is older than {need}, the minimum for CUDA {major}.x", need
+    return None, None
+
+
+def _variant_for(rel: Dict[str, Any], hw: Hardware) -> Tuple[Optional[_Fit], str, Optional[str]]:
+    """The CUDA variant of the release's torch pin for this machine: (fit, why-not, driver that would fix it)."""
+    tv = rel["torch"]
+    default, variants, problem = _torch_variants(tv)
+    if default is None:
+        return None, problem, None
     order = [default] + sorted((v for v in variants if v != default), key=lambda v: versions.parse(variant_cuda(v)),
                                reverse=True)
     why_not: List[str] = []
     driver_fix: Optional[str] = None
     for v in order:
-        cuda = variant_cuda(v)
-        major = int(cuda.split(".")[0])
-        if major != wheel_major:
-            why_not.append(f"{v}: vLLM {rel['version']} is built for CUDA {wheel_major} ({default}), so its kernels "
-                           f"would not load with a CUDA {major} torch")
-            continue
-        archs = variants[v]
-        missing = sorted({g.cc for g in hw.gpus if not knowledge.runs_arch(archs, _cc(g.cc))})
-        if missing:
-            why_not.append(f"{v}: torch {tv} {v} has no kernels for sm_{', sm_'.join(m.replace('.', '') for m in missing)}")
-            continue
-        need = knowledge.min_driver_for_cuda(cuda)
-        if need is None:
-            why_not.append(f"{v}: cuda.toml has no minimum driver for CUDA {major}")
-            continue
-        if versions.driver_tuple(hw.driver or "0") < versions.driver_tuple(need):
-            why_not.append(f"{v}: driver {hw.driver} is older than {need}, the minimum for CUDA {major}.x")
-            if driver_fix is None or versions.driver_tuple(need) < versions.driver_tuple(driver_fix):
+        refusal, need = variant_refusal(tv, v, hw, rel["version"])
+        if refusal:
+            why_not.append(refusal)
+            if need and (driver_fix is None or versions.driver_tuple(need) < versions.driver_tuple(driver_fix)):
                 driver_fix = need
             continue
+        cuda = variant_cuda(v)
+        major = cuda.split(".")[0]
         sms = ", ".join(sorted({f"sm_{g.sm}" for g in hw.gpus}))
         why = (f"{v} ({'the default wheel on the package index' if v == default else 'from the PyTorch ' + v + ' index'})"
-               f": carries {sms} (archs {', '.join(archs)}); driver {hw.driver} >= {need}, the minimum for CUDA "
-               f"{major}.x (minor-version compatibility)")
+               f": carries {sms} (archs {', '.join(variants[v])}); driver {hw.driver} >= "
+               f"{knowledge.min_driver_for_cuda(cuda)}, the minimum for CUDA {major}.x (minor-version compatibility)")
         findings: Tuple[Finding, ...] = ()
         if v != default:
             why += f"; the default {default} was refused ({'; '.join(why_not)})"
@@ -326,17 +358,50 @@ def _variant_for(rel: Dict[str, Any], hw: Hardware) -> Tuple[Optional[_Fit], str
     return None, "; ".join(why_not), driver_fix
 
 
+def _flash_attn_sm_refusal(table: Dict[str, Any], min_sm: int) -> Optional[str]:
+    if min_sm < int(table["min_sm"]):
+        return f"flash-attn 2 needs sm{table['min_sm']}+, this GPU is sm{min_sm}"
+    return None
+
+
+def _flash_attn_row_fits(table: Dict[str, Any], row: Dict[str, Any], torch_version: str, cuda: str,
+                         python: Optional[str]) -> bool:
+    """The release has a prebuilt wheel for this torch minor, CUDA major, C++ ABI (and Python, when given)."""
+    t = versions.release(torch_version)
+    minor = f"{t.major}.{t.minor}"
+    abi = versions.parse(minor) >= versions.parse(table["abi"]["cxx11_from_torch"])
+    py_ok = python is None or ".".join(python.split(".")[:2]) in row["python"]
+    return minor in row["torch"] and int(cuda.split(".")[0]) in row["cuda"] and abi in row["cxx11_abi"] and py_ok
+
+
+def flash_attn_refusal(version: str, torch_version: str, cuda: str, min_sm: int) -> Optional[str]:
+    """Why an installed flash-attn does not fit the plan's torch (None: it fits); doctor's plan-mismatch check.
+    Python is not judged: an installed build already matches its interpreter. A release flash_attn.toml does not
+    list is not judged either (checks.py's flash-attn check reads its local version tag)."""
+    table = load_data("flash_attn")
+    sm = _flash_attn_sm_refusal(table, min_sm)
+    if sm:
+        return sm
+    for row in table.get("release", []):
+        if versions.release(row["version"]) == versions.release(version):
+            if not _flash_attn_row_fits(table, row, torch_version, cuda, None):
+                return f"flash-attn {row['version']} has no build for torch {torch_version} + CUDA {cuda}"
+            return None
+    return None
+
+
 def _flash_attn(torch_version: str, cuda: str, python: str, min_sm: int) -> Tuple[Optional[str], str]:
     table = load_data("flash_attn")
-    if min_sm < int(table["min_sm"]):
-        return None, f"none: flash-attn 2 needs sm{table['min_sm']}+, this GPU is sm{min_sm}"
+    sm = _flash_attn_sm_refusal(table, min_sm)
+    if sm:
+        return None, f"none: {sm}"
     t = versions.release(torch_version)
     minor = f"{t.major}.{t.minor}"
     py = ".".join(python.split(".")[:2])
     major = int(cuda.split(".")[0])
     abi = versions.parse(minor) >= versions.parse(table["abi"]["cxx11_from_torch"])
     for row in sorted(table.get("release", []), key=lambda r: versions.parse(r["version"]), reverse=True):
-        if minor in row["torch"] and major in row["cuda"] and py in row["python"] and abi in row["cxx11_abi"]:
+        if _flash_attn_row_fits(table, row, torch_version, cuda, py):
             return row["version"], (f"{row['version']}: newest release with a prebuilt wheel for torch {minor}, CUDA "
                                     f"{major}, Python {py}, C++11 ABI {str(abi).upper()} (flash_attn.toml)")
     return None, (f"none: no flash-attn release in flash_attn.toml has a prebuilt wheel for torch {minor} + CUDA {major} "
