@@ -319,6 +319,34 @@ def test_version_gate_reads_dist_metadata(toy):
     assert engine.applied_sets() == ("toyset",)
 
 
+def test_engine_reads_versions_through_detect_software(toy, monkeypatch):
+    """One version lookup for the project: the engine gates on what compat.detect.software reports."""
+    from compat.detect import software
+
+    pkg = toy({"mod": CHECK}, version="1.0.0")
+    assert engine.installed_version(pkg) == software.installed_version(pkg) == "1.0.0"
+    monkeypatch.setattr(software, "installed_version", lambda name, paths=None: "7.0.0" if name == pkg else None)
+    (row,) = engine.status(sets=[check_set(pkg)])
+    assert row.status == "not-applicable" and f"{pkg} 7.0.0 is outside" in row.reason
+
+
+@pytest.mark.parametrize("given", ["1.0.0", "1.0.0+cu118", "1.0.0+cu124"])
+def test_given_version_is_this_process_when_only_the_local_tag_differs(toy, monkeypatch, given):
+    """`compat patches --vllm 0.7.2` on an installed 0.7.2+cu118 reports this process (applied), not a guess."""
+    pkg = toy({"mod": CHECK})
+    __import__(f"{pkg}.mod")
+    ps = PatchSet(name="toyvllm", package="vllm", versions=">=1.0,<2", patches=(
+        Patch(id="toyvllm.check", target=f"{pkg}.mod:check", why="toy", upstream_fix="none", fingerprint=fp(CHECK),
+              make=source_edit(REMOVE_CHECK)),
+    ))
+    monkeypatch.setattr(engine, "installed_version", lambda name: "1.0.0+cu118" if name == "vllm" else None)
+    assert engine.apply_set(ps)
+    (row,) = engine.status(given, sets=[ps])
+    assert row.status == "applied", row
+    (row,) = engine.status("1.0.1", sets=[ps])  # another release: what would happen there, not this process
+    assert row.status == "applies" and row.reason == "would apply to vllm 1.0.1"
+
+
 def test_unknown_explicit_set_is_bad_input(toy):
     from compat.errors import CompatError
 
@@ -445,9 +473,8 @@ def test_status_for_a_given_vllm_version_without_vllm():
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-c", "import sys; from compat.patches.cli import run; "
-                           "sys.exit(run(sys.argv[1:]))", *args], cwd=ROOT, capture_output=True, text=True,
-                          env=env)
+    return subprocess.run([sys.executable, "-m", "compat", "patches", *args], cwd=ROOT, capture_output=True,
+                          text=True, env=env)
 
 
 def test_cli_json_and_bad_version():
@@ -460,6 +487,9 @@ def test_cli_json_and_bad_version():
     bad = _cli("--vllm", "seven")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "seven" in bad.stderr
+    assert bad.stderr.startswith("compat patches: error: "), bad.stderr  # the one CLI-wide error format
+    usage = _cli("--no-such-flag")
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr and "error:" in usage.stderr
     table = _cli("--vllm", "0.7.1")
     assert table.returncode == 0 and "vllm07.external_launcher_local_rank" in table.stdout
 

@@ -1,16 +1,15 @@
 """`python -m compat patches [--vllm VERSION] [--json] [--verify]`: every patch and its status.
 
-Exit 0, or 1 when a patch is refused (its target drifted), 2 on bad input (one line, no traceback).
+Exit 0, or 1 when a patch is refused (its target drifted). Bad input (a malformed --vllm version, bad usage)
+raises compat.errors.CompatError / argparse's SystemExit, which compat/cli.py's main turns into one
+`compat patches: error: ...` line and exit 2, like every other command.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import List, Optional
-
-from ..errors import CompatError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,17 +22,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run(argv: Optional[List[str]] = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse already printed usage + message
-        return int(exc.code or 0)
+    """0 ok, 1 when a patch is refused; CompatError on a bad version string (compat/cli.py: exit 2)."""
+    args = _parser().parse_args(argv)
     from .engine import format_status_table, status, status_dicts
 
-    try:
-        rows = status(args.vllm, verify=args.verify)
-    except CompatError as exc:
-        print(f"compat patches: {exc}", file=sys.stderr)
-        return 2
+    rows = status(args.vllm, verify=args.verify)
     if args.json:
         print(json.dumps(status_dicts(rows), indent=2))
     else:

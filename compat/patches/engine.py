@@ -288,13 +288,14 @@ def switch_on(ps: PatchSet, switches: Optional[Mapping[str, object]] = None) -> 
 
 
 def installed_version(package: str) -> Optional[str]:
-    """The installed distribution's version from its metadata (no import of the package), or None."""
-    from importlib import metadata
+    """The installed distribution's version (no import of the package), or None.
 
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
+    Read through compat.detect.software.installed_version, the one lookup the whole project uses, so the engine
+    gates sets on the same version doctor reports.
+    """
+    from ..detect import software  # looked up at call time: tests and detection share one function
+
+    return software.installed_version(package)
 
 
 def applied_sets() -> Tuple[str, ...]:
@@ -474,7 +475,8 @@ def status(vllm_version: Optional[str] = None, switches: Optional[Mapping[str, o
         installed = installed_version(ps.package)
         given = vllm_version if (vllm_version is not None and ps.package == "vllm") else None
         version = given or installed
-        here = given is None or (installed is not None and versions.parse(given) == versions.parse(installed))
+        # the given release is this process's when they are the same release: 0.7.2 is 0.7.2+cu118
+        here = given is None or (installed is not None and versions.release(given) == versions.release(installed))
         with _lock:
             undos = {u.patch_id: u for u in _applied.get(ps.name, ())} if here else {}
             refusal = _refusals.get(ps.name) if here else None
