@@ -2,7 +2,8 @@
 
 Cheap: tables only, no network, nothing imported; runs only when vLLM is installed. The installed set matches
 when torch is vLLM's pin, its CUDA variant passes the planner's rules for this machine (arch, driver, vLLM's CUDA
-major) and any flash-attn is a release with a wheel for that torch on an sm80+ GPU. The fix is one command.
+major) and any flash-attn is a release built for that torch and CUDA on an sm80+ GPU; the rules are the planner's
+own (planner.variant_refusal, planner.flash_attn_refusal). The fix is one command.
 """
 
 from __future__ import annotations
