@@ -168,8 +168,8 @@ def _read_cache(path: Optional[Path]) -> Optional[Hardware]:
 
 
 def _write_cache(path: Optional[Path], hw: Hardware) -> None:
-    if path is None or hw.findings:
-        return
+    if path is None or hw.findings or any(g.mig for g in hw.gpus):
+        return  # MIG instances come and go without a reboot: never cache a MIG layout
     import json
 
     data = {"driver": hw.driver, "cuda": hw.cuda,

@@ -25,7 +25,8 @@ def _select(gpus: Sequence[GPU], spec: str) -> Tuple[GPU, ...]:
             i = int(token)
             match = gpus[i] if 0 <= i < len(gpus) else None
         elif token:
-            match = next((g for g in gpus if g.uuid and g.uuid.startswith(token)), None)
+            hits = [g for g in gpus if g.uuid and g.uuid.startswith(token)]
+            match = hits[0] if len(hits) == 1 else None  # an ambiguous prefix names no device, as in CUDA
         if match is None:
             break
         if match not in chosen:
@@ -38,7 +39,7 @@ def visible_gpus(gpus: Sequence[GPU], environ: Mapping[str, str]) -> Tuple[GPU, 
     runtime before NVML sees the machine); CUDA_VISIBLE_DEVICES is the CUDA runtime's, applied on top."""
     result = tuple(gpus)
     nv = environ.get("NVIDIA_VISIBLE_DEVICES")
-    if nv is not None:
+    if nv is not None and nv.strip():  # empty: treated as unset (CUDA itself never reads this variable)
         listed = [t for t in nv.split(",") if t.strip()]
         if nv.strip().lower() in ("none", "void", "nodevfiles"):
             return ()
@@ -46,6 +47,10 @@ def visible_gpus(gpus: Sequence[GPU], environ: Mapping[str, str]) -> Tuple[GPU, 
         # visible than listed) apply the list ourselves.
         if nv.strip().lower() != "all" and len(result) > len(listed):
             result = _select(result, nv)
+    if environ.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST") != "PCI_BUS_ID":
+        # CUDA numbers devices fastest first unless told PCI_BUS_ID (NVML's order); on a mixed node the
+        # newest architecture comes first. sorted() is stable, so equal GPUs keep their PCI order.
+        result = tuple(sorted(result, key=lambda g: -g.sm))
     cvd = environ.get("CUDA_VISIBLE_DEVICES")
     if cvd is not None:
         result = _select(result, cvd)

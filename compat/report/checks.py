@@ -9,6 +9,7 @@ from ..choose import Resolved, attention_range
 from ..detect.model import Environment
 from ..errors import CompatError
 from ..findings import Finding
+from ..install.check import plan_mismatch  # issue 7: this environment vs the installer's plan
 
 Check = Callable[[Environment, Resolved, Mapping[str, str]], List[Finding]]
 
@@ -168,8 +169,7 @@ def profile_env(env: Environment, r: Resolved, environ: Mapping[str, str]) -> Li
 
 
 CHECKS: List[Check] = [driver_vs_torch, torch_has_arch, driver_vs_gpu, vllm_vs_torch, vllm_vs_gpu, flash_attn,
-                       user_attention_backend, topology, profile_env]
-CHECKS.append(__import__("compat.install.check", fromlist=["plan_mismatch"]).plan_mismatch)  # issue 7: env vs plan
+                       user_attention_backend, topology, profile_env, plan_mismatch]
 
 
 def run_checks(env: Environment, r: Resolved, environ: Mapping[str, str]) -> List[Finding]:
