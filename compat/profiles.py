@@ -87,14 +87,24 @@ def _parse(path: Path) -> Profile:
     if hf not in HF_ATTN:
         raise CompatError(f"profile {where}: hf_attn_implementation {hf!r} is not one of {', '.join(HF_ATTN)}")
     refuse = d.get("refuse", {})
+    def typed(table: Mapping, key: str, kind, default):
+        value = table.get(key, default)
+        if not isinstance(value, kind) or (kind is list and not all(isinstance(x, str) for x in value)):
+            raise CompatError(f"profile {where}: `{key}` must be {'a list of strings' if kind is list else kind.__name__}, "
+                              f"got {value!r}")
+        return value
+
     rules = []
     for r in d.get("env", []):
-        rules.append(EnvRule(name=need(r, "name", str), value=str(need(r, "value", str)),
-                             reason=r.get("reason", ""), names=tuple(r.get("names", ())),
-                             driver_below=r.get("driver_below"), min_gpus=int(r.get("min_gpus", 1))))
+        rules.append(EnvRule(name=need(r, "name", str), value=need(r, "value", str),
+                             reason=typed(r, "reason", str, ""), names=tuple(typed(r, "names", list, [])),
+                             driver_below=typed(r, "driver_below", str, None) if "driver_below" in r else None,
+                             min_gpus=typed(r, "min_gpus", int, 1)))
     cpu = bool(match.get("cpu", False))
     if not cpu and ("sm_min" not in match or "sm_max" not in match):
         raise CompatError(f"profile {where}: [match] needs sm_min and sm_max (or cpu = true)")
+    if not cpu:
+        typed(match, "sm_min", int, None), typed(match, "sm_max", int, None)
     return Profile(
         name=need(d, "name", str), description=d.get("description", ""), path=where, dtype=dtype,
         hf_attn_implementation=hf, flash_attention_2=bool(s.get("flash_attention_2", False)),
@@ -165,7 +175,9 @@ def select_profile(sms: Sequence[int], environ: Mapping[str, str] = os.environ,
                                 f"GPU compute capability sm{sm} is older than sm70, the oldest vLLM and current "
                                 "PyTorch CUDA builds support", "use a GPU of sm70 (V100) or newer, or run on CPU "
                                 "with COMPAT_PROFILE=cpu"))
-        return (gpu_profiles[0] if gpu_profiles else profiles["cpu"]), tuple(findings)
+        if not gpu_profiles:
+            raise CompatError("no GPU profile found; a user profile directory must not remove them all")
+        return gpu_profiles[0], tuple(findings)
     p = lower[-1]
     findings.append(Finding("gpu-unknown-newer", "warning",
                             f"no profile knows sm{sm}; using the nearest older one, {p.name!r}",

@@ -179,3 +179,17 @@ def test_backend_passed_as_engine_option_where_the_env_var_is_gone(tmp_path):
     assert b.option and not b.env_var
     assert compat.vllm_kwargs()[b.option] == "FLASH_ATTN"
     assert "VLLM_ATTENTION_BACKEND" not in dict(rep.env_set)
+
+
+@pytest.mark.parametrize("body,msg", [
+    ('[driver]\nversion = "535.104.05"\ncuda = 12.2\n', "quoted dotted version"),
+    ('[driver]\nversion = "535.104.05"\ncuda = "12.2"\n[[gpus]]\nname = "X"\ncompute_capability = "8.0"\ncount = -1\n',
+     "count must be >= 0"),
+    ('[driver]\nversion = "535.104.05"\ncuda = "12.2"\n[packages]\nvllm = "banana"\n', "[packages] vllm"),
+])
+def test_hardware_file_errors_name_the_file_and_field(capsys, tmp_path, body, msg):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(body)
+    assert main(["doctor", "--hardware", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and str(bad) in err and "Traceback" not in err

@@ -198,3 +198,15 @@ def test_flash_attention_2_only_when_the_installed_flash_attn_fits(tmp_path):
     rep = compat.setup(hardware=str(bad), patches=False)
     assert rep.resolved.hf_attn_implementation == "sdpa"  # what hf_kwargs() hands the trainer
     assert any(f.id == "flash-attn-torch-mismatch" for f in rep.findings)
+
+
+@pytest.mark.parametrize("extra,match", [
+    ('[[env]]\nname = "X"\nvalue = "1"\nnames = "RTX 4090"\n', "list of strings"),
+    ('[[env]]\nname = "X"\nvalue = "1"\nmin_gpus = "x"\n', "`min_gpus` must be int"),
+])
+def test_profile_field_types_checked(monkeypatch, tmp_path, extra, match):
+    (tmp_path / "p.toml").write_text('name = "p"\n[match]\nsm_min = 90\nsm_max = 99\n[settings]\ndtype = "bfloat16"\n'
+                                     'hf_attn_implementation = "sdpa"\nattention = "sm90"\n' + extra)
+    monkeypatch.setenv("COMPAT_PROFILE_PATH", str(tmp_path))
+    with pytest.raises(CompatError, match=match):
+        profiles.load_profiles()
