@@ -5,22 +5,41 @@
     llm = vllm.LLM(model, **compat.vllm_kwargs())
     model = AutoModel.from_pretrained(path, **compat.hf_kwargs())
 
-Importing compat and calling setup() never imports torch or vLLM.
+Importing compat and calling setup() never imports torch or vLLM. `import compat` itself loads only the
+names below on first use, so the .pth autoload check and integrations that only need a submodule stay cheap.
 """
 
 from __future__ import annotations
 
-from ._setup import Report, current, hf_kwargs, revert, setup, vllm_kwargs
-from .errors import CompatError
-from .findings import Finding
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["setup", "revert", "current", "vllm_kwargs", "hf_kwargs", "Report", "Finding", "CompatError",
-           "__version__", "ray_runtime_env"]
+
+# public name -> module that defines it (loaded on first attribute access)
+_LAZY = {
+    "setup": "._setup", "revert": "._setup", "current": "._setup", "vllm_kwargs": "._setup",
+    "hf_kwargs": "._setup", "Report": "._setup", "Finding": ".findings", "CompatError": ".errors",
+    "ray_runtime_env": ".integrations.ray",
+}
+__all__ = [*_LAZY, "__version__"]
+
+if TYPE_CHECKING:
+    from ._setup import Report, current, hf_kwargs, revert, setup, vllm_kwargs  # noqa: F401
+    from .errors import CompatError  # noqa: F401
+    from .findings import Finding  # noqa: F401
+    from .integrations.ray import ray_runtime_env  # noqa: F401
 
 
-def __getattr__(name: str):  # lazy, so `import compat` never imports Ray
-    if name == "ray_runtime_env":
-        from .integrations.ray import ray_runtime_env
-        return ray_runtime_env
-    raise AttributeError(f"module 'compat' has no attribute {name!r}")
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'compat' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

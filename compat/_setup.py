@@ -232,8 +232,10 @@ def hf_kwargs(**overrides: Any) -> Dict[str, Any]:
     r = rep.resolved
     tf = rep.environment.software.version("transformers")
     from . import versions
-    # transformers 4.56 renamed from_pretrained(torch_dtype=) to dtype= (transformers v4.56.0 release notes)
-    key = "dtype" if tf and versions.release(tf) >= versions.parse("4.56") else "torch_dtype"
+    from ._toml import load_data
+
+    since = load_data("hf")["from_pretrained"]["dtype_kwarg_since"]  # the torch_dtype -> dtype rename
+    key = "dtype" if tf and versions.release(tf) >= versions.parse(since) else "torch_dtype"
     out: Dict[str, Any] = {key: r.dtype, "attn_implementation": r.hf_attn_implementation}
     out.update(overrides)
     return out
