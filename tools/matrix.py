@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,15 +44,33 @@ def _toml_load(path: Path) -> Dict[str, Any]:
         return tomllib.load(f)
 
 
-def _vkey(version: str) -> tuple:
-    """Sort key for the plain and .postN versions vLLM publishes (no packaging: stdlib only)."""
-    key = []
-    for part in version.split("."):
-        if part.startswith("post"):
-            key.append((1, int(part[4:] or 0)))
-        else:
-            key.append((0, int(part)))
-    return tuple(key)
+_PLAIN_VERSION = re.compile(r"^\d+(\.\d+)*(\.post\d+)?$")
+
+
+def _vkey(version: str) -> Any:
+    """Sort key for a version string, PEP 440 order.
+
+    With `packaging` importable (any env that has pip or tox): packaging's Version, so rc/dev/local versions sort
+    right. Without it (this script is stdlib-only): the plain X.Y.Z[.postN] forms vLLM publishes, validated; anything
+    else raises ValueError saying so instead of a bare int() failure.
+    """
+    try:
+        from packaging.version import InvalidVersion, Version
+    except ImportError:
+        pass
+    else:
+        try:
+            return Version(version)
+        except InvalidVersion:
+            raise ValueError(f"{version!r} is not a version (PEP 440, e.g. 0.7.2 or 0.10.1.1)") from None
+    if not _PLAIN_VERSION.match(version):
+        raise ValueError(f"{version!r} is not a version tools/matrix.py can order without `packaging`: plain "
+                         f"X.Y.Z or X.Y.Z.postN only; install packaging to order rc/dev/local versions")
+    head, _, post = version.partition(".post")
+    release = [int(p) for p in head.split(".")]
+    while len(release) > 1 and release[-1] == 0:  # 0.7 == 0.7.0, as in PEP 440
+        release.pop()
+    return (tuple(release), int(post) if post else -1)
 
 
 def load_table(path: Optional[Path] = None) -> Dict[str, Any]:
