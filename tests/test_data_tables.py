@@ -4,6 +4,8 @@ No network, no vLLM or torch needed: these are plain TOML files read with tomlli
 """
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ try:
 except ImportError:  # Python < 3.11
     import tomli as tomllib
 
-DATA = Path(__file__).resolve().parent.parent / "compat" / "data"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "compat" / "data"
 TABLES = {
     "vllm_attention.toml": ("range",),
     "torch_builds.toml": ("torch",),
@@ -54,11 +57,79 @@ def test_every_entry_has_source_or_reason(name):
         assert isinstance(text, str) and text.strip(), f"{name} [[{key}]] {entry} lacks source/reason"
 
 
-def test_no_registry_host_names_in_tables():
-    for name in TABLES:
-        text = (DATA / name).read_text().lower()
-        for host in ("pypi.org", "files.pythonhosted", "download.pytorch.org"):
-            assert host not in text, f"{name} mentions {host}"
+# Host-name fragments of package registries and package indexes, split so this file names no host itself.
+REGISTRY_FRAGMENTS = (
+    "py" + "pi",                      # the Python package index and its test instance
+    "python" + "hosted",              # its file host
+    "npm" + "js",                     # npm
+    "ruby" + "gems",
+    "crates" + r"\.io",
+    "ana" + "conda",                  # conda channels
+    "download" + r"\." + "pytorch",   # PyTorch's per-CUDA-variant wheel index
+    "wheels" + r"\." + "vllm",        # vLLM's nightly wheel index
+)
+# a host name (scheme optional, so bare hosts count too) containing one of the fragments
+REGISTRY_HOST = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?((?:[a-z0-9-]+\.)*[a-z0-9-]*(?:" + "|".join(REGISTRY_FRAGMENTS)
+                           + r")[a-z0-9-]*(?:\.[a-z0-9-]+)+)(?:/[^\s\"'`)<>\]]*)?", re.I)
+
+
+def allowed_index_url() -> str:
+    """The one package-index address compat may carry: PyTorch's CUDA-variant index, installer.toml [torch_index]."""
+    return load("installer.toml")["torch_index"]["url"]
+
+
+def allowed(match: "re.Match") -> bool:
+    """Only the [torch_index] url value itself; its `{variant}` placeholder stands for one CUDA variant (cu126)."""
+    template, url = allowed_index_url(), match.group(0).rstrip(".,;:")
+    instance = re.escape(template).replace(re.escape("{variant}"), r"cu\d+")
+    return url == template or re.fullmatch(instance, url) is not None
+
+
+def tracked_text_files():
+    try:
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("not a git checkout: the registry-host scan reads `git ls-files`")
+    for rel in filter(None, out.decode().split("\0")):
+        path = ROOT / rel
+        try:
+            raw = path.read_bytes()
+        except OSError:  # listed but deleted in the work tree
+            continue
+        if b"\0" in raw:
+            continue  # binary
+        try:
+            yield rel, raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+
+
+def test_registry_pattern_is_not_vacuous():
+    host = "files." + "python" + "hosted" + ".org"
+    for text in (f"https://{host}/packages/x.whl", f"see {host} for", "https://" + "py" + "pi.org/simple",
+                 "registry." + "npm" + "js.org", allowed_index_url().replace("{variant}", "cu124") + "/extra"):
+        assert REGISTRY_HOST.search(text), text
+    assert allowed(REGISTRY_HOST.search(allowed_index_url()))
+    assert allowed(REGISTRY_HOST.search("`" + allowed_index_url().replace("{variant}", "cu126") + "`"))
+    assert not allowed(REGISTRY_HOST.search(allowed_index_url().replace("{variant}", "nightly/cu126")))
+    for text in ("pip install vllm", "PyPI package torch", "compat.detect.software", "pytorch.org docs"):
+        assert not REGISTRY_HOST.search(text), text
+
+
+def test_the_exempted_value_is_the_variant_index_template():
+    url = allowed_index_url()
+    assert "{variant}" in url and REGISTRY_HOST.fullmatch(url), url  # the key read is really the index address
+
+
+def test_no_registry_host_names_in_tracked_files():
+    """House rule: install by package name, never by registry address; the one exception is the [torch_index] url."""
+    hits = []
+    for rel, text in tracked_text_files():
+        for m in REGISTRY_HOST.finditer(text):
+            if not allowed(m):
+                line = text.count("\n", 0, m.start()) + 1
+                hits.append(f"{rel}:{line}: {m.group(0)}")
+    assert not hits, "package-registry host names outside installer.toml [torch_index] url:\n" + "\n".join(hits)
 
 
 # ---------------------------------------------------------------- vllm_attention.toml
@@ -208,3 +279,81 @@ def test_cuda_drivers_and_arches():
         Version(arches[sm]["first_cuda"])
     assert arches["7.0"]["last_cuda_major"] == 12
     assert arches["10.0"]["first_cuda"] == "12.8"
+
+
+# ---------------------------------------------------------------- vllm_extras.toml
+
+def test_vllm_extras_entries_cite_a_source():
+    doc = load("vllm_extras.toml")
+    assert doc.get("schema") == 1
+    for key in ("verl", "fp8"):
+        assert (doc[key].get("source") or doc[key].get("reason") or "").strip(), f"[{key}] lacks source/reason"
+    Version(doc["verl"]["cuda_graph_min_vllm"])
+    ranges = doc["fp8"]["scale_suffix"]
+    assert ranges
+    for entry in ranges:
+        assert entry["source"].strip() and entry["linear"] in ("_scale", "_scale_inv") and entry["moe"]
+        SpecifierSet(entry["versions"])
+    for v in ("0.10.0", "0.10.1.1", "0.10.2", "0.11.0", "0.12.0"):  # ranges do not overlap
+        assert sum(SpecifierSet(e["versions"]).contains(v) for e in ranges) <= 1, v
+
+
+@pytest.mark.parametrize("version, linear", [
+    ("0.10.0", "_scale_inv"), ("0.10.1.1", "_scale_inv"), ("0.10.2", "_scale_inv"), ("0.11.0", "_scale"),
+    ("0.11.0+cu128", "_scale"), ("0.11.1", "_scale"), ("0.9.2", "_scale_inv"),
+])
+def test_fp8_loader_reads_the_scale_suffix_from_the_table(version, linear):
+    from compat.fp8.loading import default_suffixes
+
+    assert default_suffixes(version) == (linear, "_scale_inv")
+
+
+def test_fp8_loader_default_follows_the_installed_release(monkeypatch):
+    from compat.detect import software
+    from compat.fp8.loading import default_suffixes
+
+    monkeypatch.setattr(software, "installed_version", lambda name, paths=None: "0.11.0" if name == "vllm" else None)
+    assert default_suffixes() == ("_scale", "_scale_inv")
+    monkeypatch.setattr(software, "installed_version", lambda name, paths=None: None)
+    assert default_suffixes() == ("_scale_inv", "_scale_inv")  # vLLM not installed: the table's default
+
+
+def test_verl_cuda_graph_threshold_is_the_table_value():
+    from compat.integrations import verl
+
+    assert verl.cuda_graph_min_vllm() == load("vllm_extras.toml")["verl"]["cuda_graph_min_vllm"]
+
+
+# ---------------------------------------------------------------- tools/matrix.py ordering of vllm_releases.toml
+
+def _matrix():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compat_tools_matrix_vkey", ROOT / "tools" / "matrix.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_matrix_vkey_orders_like_pep440_with_and_without_packaging(monkeypatch):
+    import builtins
+
+    versions = ["0.10.1", "0.6.1.post1", "0.11.0rc1", "0.6.1", "0.10.1.1", "0.11.0", "0.6.1.1", "0.7.3.dev57",
+                "0.6.2"]
+    expected = sorted(versions, key=Version)
+    matrix = _matrix()
+    assert sorted(versions, key=matrix._vkey) == expected
+    real_import = builtins.__import__
+
+    def no_packaging(name, *args, **kwargs):
+        if name == "packaging" or name.startswith("packaging."):
+            raise ImportError("no packaging here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_packaging)
+    plain = [v for v in versions if "rc" not in v and "dev" not in v]
+    assert sorted(plain, key=matrix._vkey) == sorted(plain, key=Version)  # stdlib fallback, same order
+    with pytest.raises(ValueError, match="0.11.0rc1.*packaging"):
+        matrix._vkey("0.11.0rc1")
+    with pytest.raises(ValueError, match="not a version"):
+        matrix._vkey("seven")

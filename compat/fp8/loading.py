@@ -9,7 +9,7 @@ the scale name are read from the model instance itself (its parameters), not fro
   names it cannot place;
 - the scale goes under `<name>_scale_inv` when that module registers `<param>_scale_inv` (vLLM 0.10.x, and the
   MoE experts of 0.11.0) and `<name>_scale` when it registers `<param>_scale` (0.11.0 linear layers after
-  post-processing). When the model does not say, the installed release decides (compat.versions).
+  post-processing). When the model does not say, the installed release decides (compat/data/vllm_extras.toml).
 
 Needs the vllm_fp8 patch set applied for every load after the first (vLLM's post-processing drops the loaders).
 """
@@ -24,17 +24,22 @@ _WEIGHT_ATTRS = ("weight", "w13_weight", "w2_weight")
 _MOE_W2 = ("down_proj", ".w2.")  # checkpoint names of the second expert projection
 
 
-def _default_suffix() -> str:
-    """The installed release's scale name for reloads into linear layers (used when the model does not say)."""
-    from importlib import metadata
+def default_suffixes(vllm_version: Optional[str] = None) -> Tuple[str, str]:
+    """(linear, MoE) block-scale suffixes of a vLLM release after post-processing, for when the model does not say.
 
+    Read from compat/data/vllm_extras.toml `[fp8]` (each range cites the release source it was read from);
+    `vllm_version` defaults to the installed release (compat.detect.software.installed_version).
+    """
     from .. import versions
+    from .._toml import load_data
+    from ..detect.software import installed_version
 
-    try:
-        v = metadata.version("vllm")
-    except metadata.PackageNotFoundError:
-        return "_scale_inv"
-    return "_scale" if versions.release(v) >= versions.parse("0.11.0") else "_scale_inv"
+    table = load_data("vllm_extras")["fp8"]
+    v = vllm_version if vllm_version is not None else installed_version("vllm")
+    for entry in table["scale_suffix"]:
+        if versions.in_spec(v, entry["versions"]):
+            return entry["linear"], entry["moe"]
+    return table["default_linear"], table["default_linear"]
 
 
 class _ModelIndex:
@@ -67,7 +72,8 @@ class _ModelIndex:
         packed = getattr(model, "packed_modules_mapping", None) or {}
         self.packed = {orig: fused for fused, origs in packed.items() for orig in origs}
         linear = [s for m in self.fp8.values() for a, s in m.items() if a == "weight" and s]
-        self.default_suffix = linear[0] if linear else _default_suffix()
+        release_linear, self.moe_suffix = default_suffixes()  # the installed release's names, from the data table
+        self.default_suffix = linear[0] if linear else release_linear
 
     @staticmethod
     def _block_of(mod: Any) -> Optional[Tuple[int, int]]:
@@ -95,7 +101,7 @@ class _ModelIndex:
             hit = self.fp8.get(".".join(parts[:i]))
             if hit is not None and "w13_weight" in hit:
                 attr = "w2_weight" if any(k in name for k in _MOE_W2) else "w13_weight"
-                return True, hit.get(attr) or "_scale_inv"
+                return True, hit.get(attr) or self.moe_suffix
         if path in self.modules:
             return False, ""
         return None

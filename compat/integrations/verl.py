@@ -14,7 +14,9 @@ _generated_ppo_trainer.yaml; verl/workers/config/model.py; verl/trainer/main_ppo
                                                         an engine argument rather than an env var
   actor_rollout_ref.rollout.enforce_eager / free_cache_engine
                                                         False/False enables CUDA graphs with vLLM >= 0.7 (verl's
-                                                        vLLM 0.7 guide), with the caveats printed as comments
+                                                        vLLM 0.7 guide; the threshold is data:
+                                                        compat/data/vllm_extras.toml [verl]), with the caveats
+                                                        printed as comments
   ray_kwargs.ray_init.runtime_env.env_vars.<NAME>       main_ppo merges ray_kwargs.ray_init.runtime_env into the
   ray_kwargs.ray_init.runtime_env.worker_process_setup_hook   runtime env of ray.init: the profile's env vars and
                                                         compat.setup() reach every Ray worker verl starts
@@ -34,9 +36,8 @@ from .._args import ArgumentParser
 from .. import versions
 from ..errors import CompatError
 
-CUDA_GRAPH_MIN_VLLM = "0.7.0"
 CUDA_GRAPH_CAVEATS = (
-    "CUDA graphs in rollout (enforce_eager=False, free_cache_engine=False) need vLLM >= 0.7; caveats:",
+    "CUDA graphs in rollout (enforce_eager=False, free_cache_engine=False) need vLLM >= {min_vllm}; caveats:",
     "  - prefix caching is incompatible with sleep mode: keep actor_rollout_ref.rollout.enable_prefix_caching off "
     "when free_cache_engine / sleep mode is used",
     "  - num_scheduler_step > 1 (multi-step scheduling) is unsupported with this setup",
@@ -51,6 +52,13 @@ def hydra_value(value: str) -> str:
     if _HYDRA_PLAIN.match(value) and value.lower() not in ("null", "true", "false"):
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def cuda_graph_min_vllm() -> str:
+    """The first vLLM release verl runs rollout with CUDA graphs on (compat/data/vllm_extras.toml [verl], sourced)."""
+    from .._toml import load_data
+
+    return load_data("vllm_extras")["verl"]["cuda_graph_min_vllm"]
 
 
 def overrides(rep, environ: Mapping[str, str] = os.environ) -> Tuple[List[str], List[str]]:
@@ -76,12 +84,12 @@ def overrides(rep, environ: Mapping[str, str] = os.environ) -> Tuple[List[str], 
         out.append(f"++actor_rollout_ref.rollout.engine_kwargs.vllm.{b.option}={hydra_value(b.name)}")
     if vllm is None:
         notes.append("vLLM not installed: rollout settings that depend on its release are left to verl's defaults")
-    elif versions.release(vllm) >= versions.parse(CUDA_GRAPH_MIN_VLLM):
+    elif versions.release(vllm) >= versions.parse(cuda_graph_min_vllm()):
         out.append("actor_rollout_ref.rollout.enforce_eager=False")
         out.append("actor_rollout_ref.rollout.free_cache_engine=False")
-        notes.extend(CUDA_GRAPH_CAVEATS)
+        notes.extend(line.format(min_vllm=cuda_graph_min_vllm()) for line in CUDA_GRAPH_CAVEATS)
     else:
-        notes.append(f"vLLM {vllm} < {CUDA_GRAPH_MIN_VLLM}: keep verl's eager rollout (no CUDA-graph pair)")
+        notes.append(f"vLLM {vllm} < {cuda_graph_min_vllm()}: keep verl's eager rollout (no CUDA-graph pair)")
     env_names = []
     for e in plan_exports(rep, environ):
         if e.status == "export":
