@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from .model import GPU
+from .nvml import cuda_from_int
 
 PROC_VERSION = Path("/proc/driver/nvidia/version")
 _DRIVER_RE = re.compile(r"Kernel Module(?: for [\w-]+)?\s+(\d+\.\d+(?:\.\d+)?)")
@@ -35,7 +36,7 @@ def libcuda_driver_cuda() -> Optional[str]:
     v = ctypes.c_int(0)
     if lib.cuDriverGetVersion(ctypes.byref(v)) != 0 or v.value <= 0:
         return None
-    return f"{v.value // 1000}.{(v.value % 1000) // 10}"
+    return cuda_from_int(v.value)
 
 
 def smi_available() -> bool:
