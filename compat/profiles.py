@@ -7,7 +7,7 @@ COMPAT_PROFILE_PATH (os.pathsep-separated) add profiles or override shipped ones
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 

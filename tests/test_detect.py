@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 import compat.detect as detect
-from compat.detect import fallback, nvml, software, visible
+from compat.detect import fallback, software, visible
 from compat.detect.model import GPU
 from helpers import FIXTURES
 import fakenvml

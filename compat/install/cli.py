@@ -58,7 +58,7 @@ def render_text(plan: Plan, installer: str) -> str:
         shown = plan.rejected[:3]
         lines += [f"  {v}: {why[:160]}" for v, why in shown]
         if len(plan.rejected) > 3:
-            lines.append(f"  ... (--format json lists all)")
+            lines.append("  ... (--format json lists all)")
     if plan.findings:
         lines += ["", "Findings"]
         for f in plan.findings:

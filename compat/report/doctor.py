@@ -9,7 +9,6 @@ from typing import List, Optional
 
 from .._args import ArgumentParser
 from .._setup import Report, build_report
-from ..apply.env import redact
 
 _MARK = {"error": "ERROR", "warning": "WARN ", "info": "info "}
 

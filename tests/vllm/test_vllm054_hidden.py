@@ -45,7 +45,6 @@ def _raw_targets():
 @pytest.fixture(scope="module")
 def vllm_env(tmp_path_factory):
     """vLLM imported, a world-size-1 gloo parallel state (ParallelLMHead / get_pp_group need one), a tiny config."""
-    import os
 
     pytest.importorskip("vllm")
     import torch

@@ -11,58 +11,17 @@ clears COMPAT_* variables inside each test). docs/patches.md records the failure
 
 from __future__ import annotations
 
-import json
-import os
 import socket
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-KILL = os.environ.get("COMPAT_DISABLE_PATCHES", "")
-TIMEOUT_S = 600  # a cold first import of vLLM + torch byte-compiles on 2 cores
-
-
-def _installed_vllm():
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version("vllm")
-    except importlib.metadata.PackageNotFoundError:
-        return None
+from probes import KILL, expect_applied, result, spawn
 
 
 def _expect_applied() -> bool:
-    """Whether vllm07 should be applied here (0.7.0-0.7.2 and not switched off)."""
-    from compat import versions
     from compat.patches.sets.vllm07 import PATCH_SET
 
-    killed = {k.strip() for k in KILL.replace(",", " ").split()} & {"all", "vllm07"}
-    return versions.in_spec(_installed_vllm(), PATCH_SET.versions) and not killed
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPAT_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    if KILL:
-        env["COMPAT_DISABLE_PATCHES"] = KILL
-    env.update(extra)
-    return env
-
-
-def _spawn(code: str, *args: str, **env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=_env(**env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _result(proc: subprocess.Popen) -> dict:
-    out, err = proc.communicate(timeout=TIMEOUT_S)
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    assert lines, f"probe exited {proc.returncode} without a result:\n{err[-4000:]}"
-    return json.loads(lines[-1])
+    return expect_applied(PATCH_SET)
 
 
 def _free_port() -> int:
@@ -96,8 +55,8 @@ GLOO_PROBE = """
 def test_tp_group_smaller_than_the_world_builds_groups():
     """verl-style colocation: a TP=1 vLLM inside a gloo world of 2. 0.7.0-0.7.2 raise without the patch."""
     port = str(_free_port())
-    procs = [_spawn(GLOO_PROBE, str(rank), port) for rank in (0, 1)]
-    results = [_result(p) for p in procs]
+    procs = [spawn(GLOO_PROBE, str(rank), port) for rank in (0, 1)]
+    results = [result(p) for p in procs]
     for rank, res in enumerate(results):
         assert ("vllm07" in res["applied"]) == _expect_applied()
         assert "error" not in res, f"rank {rank}: {res['error']}"
@@ -127,7 +86,7 @@ LAUNCHER_PROBE = """
 @pytest.mark.vllm(">=0.7.0,<=0.7.3")
 def test_external_launcher_uses_local_rank():
     """Second node of a torchrun launch: RANK=3, LOCAL_RANK=1 -> the worker must get local_rank 1 (cuda:1)."""
-    res = _result(_spawn(LAUNCHER_PROBE, RANK="3", LOCAL_RANK="1", WORLD_SIZE="4"))
+    res = result(spawn(LAUNCHER_PROBE, RANK="3", LOCAL_RANK="1", WORLD_SIZE="4"))
     assert ("vllm07" in res["applied"]) == _expect_applied()
     assert res["method"] == "init_worker"
     assert res["init"]["rank"] == 3
@@ -164,7 +123,7 @@ def test_pt_weights_iterator_never_empties_the_cuda_cache(tmp_path):
         path = tmp_path / f"pytorch_model-0000{i + 1}-of-00003.bin"
         torch.save({f"layer{i}.weight": torch.full((2,), float(i))}, path)
         files.append(str(path))
-    res = _result(_spawn(PT_PROBE, *files))
+    res = result(spawn(PT_PROBE, *files))
     assert ("vllm07" in res["applied"]) == _expect_applied()
     assert res["seen"] == {f"layer{i}.weight": [float(i)] * 2 for i in range(3)}
     assert res["empty_cache"] == 0, f"torch.cuda.empty_cache called {res['empty_cache']} times (once per shard)"

@@ -12,51 +12,26 @@ Needs setuptools in the env: triton 3.2 (torch 2.6, vLLM 0.8.x) imports it when 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-KILL = os.environ.get("COMPAT_DISABLE_PATCHES", "")
-TIMEOUT_S = 600
-
-
-def _installed_vllm():
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version("vllm")
-    except importlib.metadata.PackageNotFoundError:
-        return None
+from probes import KILL, installed_vllm, killed, run
 
 
 def _in_082_range() -> bool:
     from compat import versions
     from compat.patches.sets.vllm082 import PATCH_SET
 
-    return versions.in_spec(_installed_vllm(), PATCH_SET.versions)
+    return versions.in_spec(installed_vllm(), PATCH_SET.versions)
 
 
 def _killed(value: str) -> bool:
-    return bool({k.strip() for k in value.replace(",", " ").split()} & {"all", "vllm082",
-                                                                        "vllm082.moe_keep_parameters"})
+    return killed("vllm082", "vllm082.moe_keep_parameters", kill=value)
 
 
 def _probe(code: str, kill: str = KILL) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPAT_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    if kill:
-        env["COMPAT_DISABLE_PATCHES"] = kill
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(PRELUDE) + textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert lines, f"probe exited {proc.returncode} without a result:\n{proc.stderr[-4000:]}"
-    return json.loads(lines[-1])
+    return run(textwrap.dedent(PRELUDE) + textwrap.dedent(code), kill=kill)
 
 
 PRELUDE = """

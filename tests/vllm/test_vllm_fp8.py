@@ -19,48 +19,22 @@ Fail-without evidence: COMPAT_DISABLE_PATCHES=vllm_fp8 .tox/vllm0110/bin/python 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-KILL = os.environ.get("COMPAT_DISABLE_PATCHES", "")
-TIMEOUT_S = 600
+from probes import expect_applied, installed_vllm, run
+
 RELEASES = ">=0.10.0,<0.11.1"
 
 
-def _installed_vllm():
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version("vllm")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _expect_applied() -> bool:
-    from compat import versions
     from compat.patches.sets.vllm_fp8 import PATCH_SET
 
-    killed = {k.strip() for k in KILL.replace(",", " ").split()} & {"all", "vllm_fp8"}
-    return versions.in_spec(_installed_vllm(), PATCH_SET.versions) and not killed
+    return expect_applied(PATCH_SET)
 
 
 def _run(code: str, *args: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPAT_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    if KILL:
-        env["COMPAT_DISABLE_PATCHES"] = KILL
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env, capture_output=True,
-                          text=True, timeout=TIMEOUT_S)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert lines, f"probe exited {proc.returncode} without a result:\n{proc.stderr[-4000:]}"
-    return json.loads(lines[-1])
+    return run(code, *args)
 
 
 PROBE = r'''
@@ -251,7 +225,7 @@ def test_scale_names_follow_the_release():
 
     res = _run(PROBE, "sm90")
     assert "error" not in res, res.get("trace")
-    v = _installed_vllm()
+    v = installed_vllm()
     linear_scale = "model.mlp.gate_up_proj.weight_scale" + ("" if versions.release(v) >= versions.parse("0.11.0")
                                                               else "_inv")
     assert linear_scale in res["names"]
@@ -303,7 +277,7 @@ def test_load_weights_quantizes_what_the_model_holds_in_fp8():
     from compat import versions
 
     res = _run(PLAN_PROBE)
-    new = versions.release(_installed_vllm()) >= versions.parse("0.11.0")
+    new = versions.release(installed_vllm()) >= versions.parse("0.11.0")
     assert res["before"] == {"mlp.gate_proj.weight": [True, "_scale_inv"], "head.weight": [False, ""],
                              "other.weight": None}
     suffix = "_scale" if new else "_scale_inv"
