@@ -193,3 +193,23 @@ def test_hardware_file_errors_name_the_file_and_field(capsys, tmp_path, body, ms
     assert main(["doctor", "--hardware", str(bad)]) == 2
     err = capsys.readouterr().err
     assert msg in err and str(bad) in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["doctor", "--bogus"], ["patches", "--vllm"], ["patches", "--vllm", "x.y"], ["plan", "--format", "xml"],
+    ["plan", "vllm==notaversion"], ["install", "--bogus"], ["env", "--shell", "zsh"],
+    ["verl-overrides", "--format", "nope"],
+])
+def test_every_command_reports_bad_usage_in_one_line_exit_2(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"compat {argv[0]}: error:"), err
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    import re
+
+    blocks = re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    assert ci == [blocks[1].strip()]
+    assert "compat doctor" in blocks[0]

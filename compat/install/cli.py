@@ -6,20 +6,20 @@ Exit status: 0 done, 1 the install failed (the snapshot was restored) or doctor 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from typing import List, Optional
 
+from .._args import ArgumentParser
 from ..errors import CompatError
 from .planner import INSTALLERS, Plan, make_plan, requested_releases
 
 FORMATS = ("text", "json", "pip", "uv", "constraints")
 
 
-def _plan_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m compat plan",
+def _plan_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m compat plan",
                                 description="Plan a torch + vLLM + flash-attn set for this GPU and driver (offline).")
     p.add_argument("request", nargs="?", metavar="REQ", help="vllm (newest that fits, default), vllm==X or a specifier")
     p.add_argument("--hardware", metavar="FILE", help="plan for the machine described in FILE")
@@ -85,8 +85,8 @@ def plan(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def _install_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m compat install",
+def _install_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m compat install",
                                 description="Install the plan with pip or uv: dry run unless --yes; snapshot, verify, "
                                             "install, check, restore on failure.")
     p.add_argument("request", nargs="?", metavar="REQ", help="vllm (newest that fits, default), vllm==X or a specifier")

@@ -1,19 +1,20 @@
 """`python -m compat patches [--vllm VERSION] [--json] [--verify]`: every patch and its status.
 
 Exit 0, or 1 when a patch is refused (its target drifted). Bad input (a malformed --vllm version, bad usage)
-raises compat.errors.CompatError / argparse's SystemExit, which compat/cli.py's main turns into one
+raises compat.errors.CompatError (compat._args makes argparse do the same), which compat/cli.py's main turns into one
 `compat patches: error: ...` line and exit 2, like every other command.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import List, Optional
 
+from .._args import ArgumentParser
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="compat patches", description="vLLM patches compat knows, with their status.")
+
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m compat patches", description="vLLM patches compat knows, with their status.")
     p.add_argument("--vllm", metavar="VERSION", help="report for this vLLM version instead of the installed one")
     p.add_argument("--json", action="store_true", help="machine-readable output (a list of objects)")
     p.add_argument("--verify", action="store_true",
