@@ -116,15 +116,8 @@ def build_report(hardware: Optional[str] = None, profile: Optional[str] = None, 
     prof, pfind = select_profile([g.sm for g in env.hardware.gpus], environ, requested=profile)
     want_fp8 = None if fp8 in (None, False) else True
     resolved = resolve(prof, env, dtype=dtype, fp8=want_fp8)
-    if export:
-        res = envmod.export(resolved.env, os.environ)
-        env_set, env_kept, efind = res.set, res.kept, res.findings
-    else:
-        env_set = tuple((n, v) for n, v, _ in resolved.env if environ.get(n) in (None, v))
-        env_kept = tuple((n, environ[n], v) for n, v, _ in resolved.env if environ.get(n) not in (None, v))
-        efind = tuple(Finding("env-conflict", "warning", f"{n} is set to {envmod.redact(n, u)}; compat would set "
-                              f"{envmod.redact(n, v)}", f"unset {n} to use compat's choice")
-                      for n, u, v in env_kept)
+    res = (envmod.export if export else envmod.preview)(resolved.env, environ)
+    env_set, env_kept, efind = res.set, res.kept, res.findings
     findings = list(env.findings) + list(env.hardware.findings) + list(pfind) + list(resolved.findings)
     findings += list(efind)
     sw = dict(switches or {})

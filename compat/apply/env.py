@@ -26,27 +26,39 @@ def redact(name: str, value: str) -> str:
     return "***" if _SECRET.search(name) else value
 
 
-def export(wanted: Iterable[Tuple[str, str, str]], environ: MutableMapping[str, str] = os.environ) -> EnvResult:
-    """Set each (name, value, reason) unless the user already set the name to something else."""
+def _split(wanted: Iterable[Tuple[str, str, str]], environ: MutableMapping[str, str]) -> EnvResult:
+    """Which of (name, value, reason) compat may set here, and which the user already set otherwise."""
     done: List[Tuple[str, str]] = []
     kept: List[Tuple[str, str, str]] = []
     findings: List[Finding] = []
+    for name, value, reason in wanted:
+        current = environ.get(name)
+        if current is None or current == value or _ours.get(name) == current:
+            done.append((name, value))
+        else:
+            kept.append((name, current, value))
+            findings.append(Finding(
+                "env-conflict", "warning",
+                f"{name}={redact(name, current)} is set by you; compat would set {redact(name, value)} "
+                f"({reason})", f"unset {name} to use compat's choice, or keep yours deliberately"))
+    return EnvResult(tuple(done), tuple(kept), tuple(findings))
+
+
+def preview(wanted: Iterable[Tuple[str, str, str]], environ: MutableMapping[str, str] = os.environ) -> EnvResult:
+    """What export() would do, without changing anything (doctor)."""
     with _lock:
-        for name, value, reason in wanted:
-            current = environ.get(name)
-            if current is None or _ours.get(name) == current:
+        return _split(wanted, environ)
+
+
+def export(wanted: Iterable[Tuple[str, str, str]], environ: MutableMapping[str, str] = os.environ) -> EnvResult:
+    """Set each (name, value, reason) unless the user already set the name to something else."""
+    with _lock:
+        result = _split(wanted, environ)
+        for name, value in result.set:
+            if environ.get(name) != value:  # unset, or compat's own earlier value: ours to (re)set
                 environ[name] = value
                 _ours[name] = value
-                done.append((name, value))
-            elif current == value:
-                done.append((name, value))
-            else:
-                kept.append((name, current, value))
-                findings.append(Finding(
-                    "env-conflict", "warning",
-                    f"{name}={redact(name, current)} is set by you; compat would set {redact(name, value)} "
-                    f"({reason})", f"unset {name} to use compat's choice, or keep yours deliberately"))
-    return EnvResult(tuple(done), tuple(kept), tuple(findings))
+        return result
 
 
 def user_environ(environ: MutableMapping[str, str] = os.environ) -> Dict[str, str]:
