@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,3 +29,11 @@ def with_packages(tmp_path, fixture: str, **packages: str):
     out = tmp_path / f"{src.stem}-pk.toml"
     out.write_text(src.read_text() + "\n[packages]\n" + body)
     return out
+
+
+def run_python(code: str, env=None) -> subprocess.CompletedProcess:
+    """`python -c code` with this checkout importable and none of the caller's COMPAT_/NCCL_/VLLM_ variables."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("COMPAT_", "NCCL_", "VLLM_"))}
+    e["PYTHONPATH"] = str(ROOT)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=120)

@@ -2,12 +2,11 @@
 runs the real vLLM's load_general_plugins())."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hardware"
@@ -19,11 +18,7 @@ def _no_compat_env(monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
 
-def _py(code: str, env=None):
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("COMPAT_", "NCCL_", "VLLM_"))}
-    e["PYTHONPATH"] = str(ROOT)
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=120)
+_py = run_python
 
 
 def test_pyproject_declares_the_general_plugin_entry_point():
