@@ -37,3 +37,13 @@ def run_python(code: str, env=None) -> subprocess.CompletedProcess:
     e["PYTHONPATH"] = str(ROOT)
     e.update(env or {})
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=120)
+
+
+def load_tools_matrix(module_name: str = "compat_tools_matrix"):
+    """tools/matrix.py (stdlib-only, not a package) loaded as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "tools" / "matrix.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -327,12 +327,9 @@ def test_verl_cuda_graph_threshold_is_the_table_value():
 # ---------------------------------------------------------------- tools/matrix.py ordering of vllm_releases.toml
 
 def _matrix():
-    import importlib.util
+    from helpers import load_tools_matrix
 
-    spec = importlib.util.spec_from_file_location("compat_tools_matrix_vkey", ROOT / "tools" / "matrix.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tools_matrix("compat_tools_matrix_vkey")
 
 
 def test_matrix_vkey_orders_like_pep440_with_and_without_packaging(monkeypatch):

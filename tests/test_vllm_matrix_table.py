@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import configparser
 import datetime as dt
-import importlib.util
 import re
 from pathlib import Path
 
@@ -17,10 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def matrix():
-    spec = importlib.util.spec_from_file_location("compat_tools_matrix", ROOT / "tools" / "matrix.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from helpers import load_tools_matrix
+
+    return load_tools_matrix()
 
 
 def test_every_release_entry_is_complete(matrix):

@@ -18,6 +18,19 @@ KILL = os.environ.get("COMPAT_DISABLE_PATCHES", "")
 TIMEOUT_S = 600  # a cold first import of vLLM + torch byte-compiles on 2 cores
 
 
+# A one-rank gloo world on CPU: what vLLM's layers need before they can be built (column 0, for probe code).
+SINGLE_RANK_WORLD = """
+import socket
+from vllm.distributed import parallel_state as ps
+with socket.socket() as _sock:
+    _sock.bind(("127.0.0.1", 0))
+    _port = _sock.getsockname()[1]
+ps.init_distributed_environment(world_size=1, rank=0, local_rank=0, backend="gloo",
+                                distributed_init_method=f"tcp://127.0.0.1:{_port}")
+ps.initialize_model_parallel(1, 1, backend="gloo")
+"""
+
+
 def installed_vllm() -> Optional[str]:
     from compat.detect.software import installed_version
 

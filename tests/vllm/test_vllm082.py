@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from probes import KILL, installed_vllm, killed, run
+from probes import KILL, SINGLE_RANK_WORLD, installed_vllm, killed, run
 
 
 def _in_082_range() -> bool:
@@ -31,7 +31,8 @@ def _killed(value: str) -> bool:
 
 
 def _probe(code: str, kill: str = KILL) -> dict:
-    return run(textwrap.dedent(PRELUDE) + textwrap.dedent(code), kill=kill)
+    return run(textwrap.dedent(PRELUDE) + SINGLE_RANK_WORLD + textwrap.dedent(PRELUDE_MOE) + textwrap.dedent(code),
+               kill=kill)
 
 
 PRELUDE = """
@@ -44,12 +45,8 @@ PRELUDE = """
     from vllm.model_executor.layers.fused_moe.layer import FusedMoE
 
     E, H, I = 2, 4, 6
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ps.init_distributed_environment(world_size=1, rank=0, local_rank=0, backend="gloo",
-                                    distributed_init_method=f"tcp://127.0.0.1:{port}")
-    ps.initialize_model_parallel(1, 1, backend="gloo")
+"""
+PRELUDE_MOE = """
     with set_current_vllm_config(VllmConfig()):
         moe = FusedMoE(num_experts=E, top_k=1, hidden_size=H, intermediate_size=I, params_dtype=torch.float32,
                        reduce_results=False, prefix="model.layers.0.mlp.experts")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes import expect_applied, installed_vllm, run
+from probes import SINGLE_RANK_WORLD, expect_applied, installed_vllm, run
 
 RELEASES = ">=0.10.0,<0.11.1"
 
@@ -54,12 +54,7 @@ MODE = sys.argv[1]
 H, I, E, GATE, UP = 256, 256, 4, 256, 128
 ctx = set_current_vllm_config(VllmConfig(device_config=DeviceConfig(device="cpu")))
 ctx.__enter__()
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
-ps.init_distributed_environment(world_size=1, rank=0, local_rank=0, backend="gloo",
-                                distributed_init_method=f"tcp://127.0.0.1:{port}")
-ps.initialize_model_parallel(1, 1, backend="gloo")
-torch.set_default_dtype(torch.bfloat16)
+''' + SINGLE_RANK_WORLD + r'''torch.set_default_dtype(torch.bfloat16)
 import vllm.model_executor.layers.fused_moe as fused_moe_pkg
 if not hasattr(fused_moe_pkg, "fused_experts"):
     # 0.10.0's Fp8MoEMethod.__init__ imports the Triton kernel, exported only when Triton has a GPU driver; the
@@ -246,12 +241,7 @@ from vllm.model_executor.layers.quantization.fp8 import Fp8Config
 from compat.fp8.loading import plan, quantized_weights
 ctx = set_current_vllm_config(VllmConfig(device_config=DeviceConfig(device="cpu")))
 ctx.__enter__()
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
-ps.init_distributed_environment(world_size=1, rank=0, local_rank=0, backend="gloo",
-                                distributed_init_method=f"tcp://127.0.0.1:{port}")
-ps.initialize_model_parallel(1, 1, backend="gloo")
-torch.set_default_dtype(torch.bfloat16)
+''' + SINGLE_RANK_WORLD + r'''torch.set_default_dtype(torch.bfloat16)
 cfg = Fp8Config(is_checkpoint_fp8_serialized=True, activation_scheme="dynamic", weight_block_size=[128, 128])
 m = torch.nn.Module()
 m.packed_modules_mapping = {"gate_up_proj": ["gate_proj", "up_proj"]}
