@@ -23,8 +23,8 @@ SWITCHES = ("hidden_states", "fp8")
 _KEY_PREFIXES = ("COMPAT_", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 
 _lock = threading.RLock()
-_last: Dict[Tuple, "Report"] = {}
-_current: Optional["Report"] = None
+_last: Dict[Tuple, Report] = {}
+_current: Optional[Report] = None
 
 
 @dataclass(frozen=True)

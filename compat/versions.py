@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # packaging is imported on first use: setup() on a machine wi
 
 
 @lru_cache(maxsize=256)
-def parse(text: str, what: str = "version") -> "Version":
+def parse(text: str, what: str = "version") -> Version:
     from packaging.version import InvalidVersion, Version
 
     try:
@@ -22,13 +22,13 @@ def parse(text: str, what: str = "version") -> "Version":
         raise CompatError(f"{what} {text!r} is not a valid version (expected e.g. 0.7.2)") from None
 
 
-def release(text: str) -> "Version":
+def release(text: str) -> Version:
     """The public release of a version: 0.7.2+cu124 -> 0.7.2, 2.5.1+cu124 -> 2.5.1."""
     return parse(parse(text).public)
 
 
 @lru_cache(maxsize=256)
-def spec(text: str) -> "SpecifierSet":
+def spec(text: str) -> SpecifierSet:
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
     try:

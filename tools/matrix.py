@@ -136,7 +136,7 @@ def uv_bin() -> str:
 
         return find_uv_bin()
     except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
-        raise SystemExit(f"uv not found (install uv, or set COMPAT_UV=/path/to/uv): {exc}")
+        raise SystemExit(f"uv not found (install uv, or set COMPAT_UV=/path/to/uv): {exc}") from None
 
 
 def wanted(rel: Dict[str, Any]) -> Dict[str, Any]:

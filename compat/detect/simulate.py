@@ -61,7 +61,8 @@ def load_hardware_file(path: Union[str, Path]) -> Tuple[Hardware, Optional[Softw
         try:
             parse(str(version))
         except CompatError:
-            raise CompatError(f"{where}: [packages] {name} = {version!r} is not a valid version (e.g. \"2.5.1+cu124\")") from None
+            raise CompatError(f"{where}: [packages] {name} = {version!r} is not a valid version "
+                              f"(e.g. \"2.5.1+cu124\")") from None
     pk = packages_tuple(packages)
     tv = dict(pk).get("torch")
     return hw, Software(python=str(data.get("python", ".".join(map(str, sys.version_info[:3])))), packages=pk,

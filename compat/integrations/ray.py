@@ -97,6 +97,7 @@ def node_report(hardware: Optional[str] = None, profile: Optional[str] = None) -
     import platform
 
     import compat
+
     from .._setup import build_report
 
     # Ray sets CUDA_VISIBLE_DEVICES="" for a task that asks for no GPU; the node's doctor reports all of its GPUs

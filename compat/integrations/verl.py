@@ -32,8 +32,8 @@ import shlex
 import sys
 from typing import List, Mapping, Optional, Tuple
 
-from .._args import ArgumentParser
 from .. import versions
+from .._args import ArgumentParser
 from ..errors import CompatError
 
 CUDA_GRAPH_CAVEATS = (

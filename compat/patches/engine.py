@@ -244,7 +244,7 @@ def _undo(u: _Undo) -> None:
 _lock = threading.RLock()
 _applied: Dict[str, List[_Undo]] = {}  # set name -> undo records in application order (dict keeps set order)
 _refusals: Dict[str, Refusal] = {}
-_config: Optional["_Config"] = None
+_config: Optional[_Config] = None
 _hook = None
 
 

@@ -20,7 +20,7 @@ Callback = Callable[[str], None]
 class _Loader:
     """Delegates to the real loader; after exec_module completes, fires the hook's callback."""
 
-    def __init__(self, finder: "PostImportFinder", real: object, name: str) -> None:
+    def __init__(self, finder: PostImportFinder, real: object, name: str) -> None:
         self._finder = finder
         self._real = real
         self._name = name

@@ -9,8 +9,8 @@ function object, so references copied elsewhere (`from x import f`) see the fix 
 """
 
 from __future__ import annotations
-
 import __future__
+
 import inspect
 import textwrap
 import types
@@ -23,7 +23,7 @@ for _name in __future__.all_feature_names:
     _FUTURE_FLAGS |= getattr(__future__, _name).compiler_flag
 
 #: functions produced here; the engine swaps their code into the original instead of replacing the object
-SOURCE_EDITS: "weakref.WeakSet[types.FunctionType]" = weakref.WeakSet()
+SOURCE_EDITS: weakref.WeakSet[types.FunctionType] = weakref.WeakSet()
 
 
 class SourceEditError(ValueError):

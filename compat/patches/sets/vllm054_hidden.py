@@ -152,7 +152,7 @@ class _DecodeRows:
             self._frozen = self._buf[self._lo: self._n].clone()
         return self._frozen
 
-    def __deepcopy__(self, memo: dict) -> "_DecodeRows":
+    def __deepcopy__(self, memo: dict) -> _DecodeRows:
         new = _DecodeRows(self.limit)
         new.total = self.total
         if self._buf is not None:
