@@ -77,5 +77,5 @@ def test_tox_env_list_is_the_table_matrix(matrix):
 def test_override_file_and_command(matrix, tmp_path):
     rel = matrix.resolve("vllm054")
     cmd = matrix.install_cmd(rel, "/env/bin/python", str(tmp_path / "o.txt"))
-    assert cmd[1:] == ["pip", "install", "--python", "/env/bin/python", "--exclude-newer", "2024-08-20",
-                       "--override", str(tmp_path / "o.txt"), "vllm==0.5.4", "setuptools"]
+    assert cmd[1:] == ["pip", "install", "--python", "/env/bin/python", "--exclude-newer", "2024-08-20T00:00:00Z",
+                       "--override", str(tmp_path / "o.txt"), "vllm==0.5.4", "torch==2.4.0", "setuptools"]

@@ -9,8 +9,8 @@ Used by tox.ini (commands_pre), noxfile.py (imported) and tests/vllm (imported b
     python tools/matrix.py install vllm072      # install that release into *this* interpreter's env
     python tools/matrix.py report vllm072       # installed vLLM/torch/transformers + env size, one markdown row
 
-`install` runs `uv pip install --python <this python> --exclude-newer <cutoff> --override <file> vllm==X [also_install]`
-and writes
+`install` runs `uv pip install --python <this python> --exclude-newer <cutoff> --override <file> vllm==X torch==T
+[also_install]`, built by compat/install/release_set.py (the same rule `compat plan`/`install` use), and writes
 <env>/compat-matrix.json; when that marker matches the table and the installed vllm/torch versions agree, it does
 nothing (warm tox runs cost well under a second). `--force` reinstalls.
 """
@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "compat" / "data" / "vllm_releases.toml"
+INSTALLER_TABLE = ROOT / "compat" / "data" / "installer.toml"
 MARKER = "compat-matrix.json"
 LATEST = "vllm-latest"
 REQUIRED = ("version", "date", "exclude_newer", "torch", "python", "overrides", "source")
@@ -188,11 +189,28 @@ def is_installed(rel: Dict[str, Any], python: str) -> bool:
     return have["vllm"] == rel["version"] and have["torch"] == rel["torch"]
 
 
+def _release_set_module() -> Any:
+    """compat/install/release_set.py loaded by path (stdlib only): the install rule `compat plan` uses too."""
+    import importlib.util
+
+    name = "compat_matrix_release_set"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "compat" / "install" / "release_set.py")
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod  # dataclasses look the module up while the class body runs
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+def release_set(rel: Dict[str, Any]) -> Any:
+    """The release's ReleaseSet (cutoff as a full UTC timestamp, overrides, requirements incl. also_install)."""
+    time_of_day = _toml_load(INSTALLER_TABLE)["cutoff"]["time_of_day"]
+    return _release_set_module().release_set(rel, time_of_day)
+
+
 def install_cmd(rel: Dict[str, Any], python: str, override_file: Optional[str]) -> List[str]:
-    cmd = [uv_bin(), "pip", "install", "--python", python, "--exclude-newer", rel["exclude_newer"]]
-    if override_file:
-        cmd += ["--override", override_file]
-    return cmd + [f"vllm=={rel['version']}", *rel.get("also_install", [])]
+    return release_set(rel).uv_install(uv_bin(), python, override_file)
 
 
 def install(rel: Dict[str, Any], python: Optional[str] = None, force: bool = False) -> Dict[str, Any]:

@@ -32,6 +32,7 @@ from ..detect.model import Environment, Hardware
 from ..detect.software import torch_cuda
 from ..errors import CompatError
 from ..findings import Finding
+from .release_set import ReleaseSet, release_set
 
 INSTALLERS = ("uv", "pip")
 OVERRIDES_FILE = "compat-overrides.txt"
@@ -79,6 +80,7 @@ class Plan:
     findings: Tuple[Finding, ...] = ()
     rejected: Tuple[Tuple[str, str], ...] = ()   # (vllm version, why not), newest first
     gpus: Tuple[str, ...] = field(default=())
+    also_install: Tuple[str, ...] = ()  # undeclared run-time dependencies (vllm_releases.toml `also_install`)
 
     # -- what to install --------------------------------------------------------------------------------
     @property
@@ -86,8 +88,13 @@ class Plan:
         """torch==2.5.1 for the default wheel; torch==2.8.0+cu126 when the variant index must provide it."""
         return f"torch=={self.torch}" if self.torch_default_variant else f"torch=={self.torch}+{self.torch_variant}"
 
+    @property
+    def release_set(self) -> ReleaseSet:
+        """The set as the tox matrix installs it (release_set.py: one rule for both)."""
+        return ReleaseSet(self.vllm, self.torch, self.cutoff, self.overrides, self.also_install)
+
     def requirements(self) -> List[str]:
-        return [f"vllm=={self.vllm}", self.torch_requirement]
+        return self.release_set.requirements(self.torch_requirement)
 
     def steps(self, installer: str, python: str = "python", pip_has_cutoff: bool = False) -> List[Step]:
         """The installer steps; `python` is the target interpreter (a path in `compat install`)."""
@@ -118,15 +125,15 @@ class Plan:
                      label=f"install flash-attn {self.flash_attn} (prebuilt wheel for this torch)")]
 
     def _uv_steps(self, python: str) -> List[Step]:
-        base = self._base("uv", python)
         out: List[Step] = []
-        main = list(base)
         if self.overrides:
             out.append(Step(path=OVERRIDES_FILE, content="\n".join(self.overrides) + "\n",
                             label="write the overrides file"))
-            main += ["--override", OVERRIDES_FILE]
-        out.append(Step(argv=tuple(main + [f"vllm=={self.vllm}", f"torch=={self.torch}"]), verify=True,
-                        label=f"install vLLM {self.vllm} + torch {self.torch} ({self.torch_variant})"))
+        argv = self.release_set.uv_install("uv", python, OVERRIDES_FILE if self.overrides else None,
+                                           None if self.torch_default_variant else self.torch_variant)
+        out.append(Step(argv=tuple(argv), verify=True,
+                        label=f"install vLLM {self.vllm} + torch {self.torch} ({self.torch_variant})"
+                              + "".join(f" + {a}" for a in self.also_install)))
         return out + self._flash_attn_steps("uv", python)
 
     def _pip_steps(self, python: str, pip_has_cutoff: bool) -> List[Step]:
@@ -141,20 +148,25 @@ class Plan:
             gen = [python, "-m", "compat.install.requirements", "--python", python, "--output", REQUIREMENTS_FILE]
             out.append(Step(argv=tuple(gen + ["vllm"] + [f"--override={o}" for o in self.overrides]),
                             label="write vLLM's requirements with the overrides swapped in"))
-            out.append(Step(argv=tuple(base + ["-r", REQUIREMENTS_FILE, self.torch_requirement]), verify=True,
-                            label=f"install vLLM's requirements + torch {self.torch} ({self.torch_variant})"))
+            out.append(Step(argv=tuple(base + ["-r", REQUIREMENTS_FILE] + self.requirements()), verify=True,
+                            label=f"install vLLM's requirements + torch {self.torch} ({self.torch_variant})"
+                                  + "".join(f" + {a}" for a in self.also_install)))
         else:
-            out.append(Step(argv=tuple(base + [f"vllm=={self.vllm}", self.torch_requirement]), verify=True,
-                            label=f"install vLLM {self.vllm} + torch {self.torch} ({self.torch_variant})"))
+            out.append(Step(argv=tuple(base + self.requirements()), verify=True,
+                            label=f"install vLLM {self.vllm} + torch {self.torch} ({self.torch_variant})"
+                                  + "".join(f" + {a}" for a in self.also_install)))
         return out + self._flash_attn_steps("pip", python)
 
     def constraints(self) -> str:
         """A pip constraints file pinning the plan (use with the cutoff for the full resolution)."""
+        names = " ".join(("vllm",) + self.also_install)
         lines = [f"# compat plan: vLLM {self.vllm} + torch {self.torch} ({self.torch_variant}) for {', '.join(self.gpus)}",
-                 f"# resolve as of {self.cutoff}: pip install --uploaded-prior-to={self.cutoff} -c THIS_FILE vllm"
+                 f"# resolve as of {self.cutoff}: pip install --uploaded-prior-to={self.cutoff} -c THIS_FILE {names}"
                  + ("" if self.torch_default_variant else " (plus the torch variant index: --format pip)"),
-                 f"#                  uv pip install --exclude-newer {self.cutoff} -c THIS_FILE vllm",
+                 f"#                  uv pip install --exclude-newer {self.cutoff} -c THIS_FILE {names}",
                  f"vllm=={self.vllm}", self.torch_requirement]
+        if self.also_install:
+            lines.append(f"# also install (undeclared run-time dependencies, first use needs them): {names[5:]}")
         if self.flash_attn:
             lines.append(f"flash-attn=={self.flash_attn}")
         for o in self.overrides:
@@ -168,6 +180,7 @@ class Plan:
             "torch_requirement": self.torch_requirement, "torch_default_variant": self.torch_default_variant,
             "cuda": self.cuda, "flash_attn": self.flash_attn, "python": self.python, "profile": self.profile,
             "gpus": list(self.gpus), "cutoff": self.cutoff, "overrides": list(self.overrides),
+            "also_install": list(self.also_install), "requirements": self.requirements(),
             "installer": installer, "commands": self.commands(installer),
             "commands_by_installer": {i: self.commands(i) for i in INSTALLERS},
             "explanations": [{"choice": w, "why": y} for w, y in self.explanations],
@@ -266,8 +279,8 @@ def _releases() -> List[Dict[str, Any]]:
     return sorted(rows, key=lambda r: versions.parse(r["version"]), reverse=True)
 
 
-def _cutoff(rel: Dict[str, Any]) -> str:
-    return f"{rel['exclude_newer']}{_installer_table()['cutoff']['time_of_day']}"
+def _release_set(rel: Dict[str, Any]) -> ReleaseSet:
+    return release_set(rel, _installer_table()["cutoff"]["time_of_day"])
 
 
 def _cc(cc: str) -> Tuple[int, int]:
@@ -464,19 +477,23 @@ def make_plan(env: Environment, request: Optional[str] = None, python: Optional[
                       "in vllm_releases.toml that fits this machine")
         if rejected:
             chosen_why += f" ({len(rejected)} newer skipped: {rejected[0][0]}: {rejected[0][1]})"
-        over = tuple(rel.get("overrides", []))
-        resolution = (f"uploads up to {_cutoff(rel)} (release date {rel['date']} + cutoff rule), so dependencies "
-                      "come from vLLM's era" + (f"; overrides {', '.join(over)}: {rel.get('reason', '')}" if over else ""))
+        rs = _release_set(rel)
+        over = rs.overrides
+        resolution = (f"uploads up to {rs.cutoff} (release date {rel['date']} + cutoff rule), so dependencies "
+                      "come from vLLM's era" + (f"; overrides {', '.join(over)}" if over else "")
+                      + (f"; also installs {', '.join(rs.also_install)} (undeclared, needed on first use)"
+                         if rs.also_install else "")
+                      + (f": {rel.get('reason', '')}" if over or rs.also_install else ""))
         expl = (("vllm", f"{v} ({rel['date']}): {chosen_why}"),
                 ("torch", f"{rel['torch']}: the exact torch vLLM {v} pins ({rel.get('source', 'vllm_releases.toml')})"),
                 ("torch_variant", fit.why),
                 ("flash_attn", fa_why),
                 ("resolution", resolution))
         return Plan(vllm=v, vllm_date=rel["date"], torch=rel["torch"], torch_variant=fit.variant,
-                    torch_default_variant=fit.default, cuda=fit.cuda, flash_attn=fa, cutoff=_cutoff(rel),
+                    torch_default_variant=fit.default, cuda=fit.cuda, flash_attn=fa, cutoff=rs.cutoff,
                     overrides=over, python=py, profile=profile.name, explanations=expl,
                     findings=tuple(pfind) + fit.findings, rejected=tuple(rejected),
-                    gpus=tuple(sorted({f"{g.name} (sm_{g.sm})" for g in hw.gpus})))
+                    gpus=tuple(sorted({f"{g.name} (sm_{g.sm})" for g in hw.gpus})), also_install=rs.also_install)
     _refuse(req, hw, rejected, driver_fixes)
     raise AssertionError("unreachable")
 
