@@ -219,7 +219,6 @@ def test_text_pip_uv_constraints_formats(capsys):
     ["plan", "--format", "yaml"],
     ["plan", "--python", "three"],
     ["plan", "--hardware", "/nonexistent.toml"],
-    ["plan", "--hardware", str(HW / "t4-driver470.toml")],
     ["install", "--python", "/nonexistent/python"],
 ])
 def test_bad_input_exits_2_with_one_line(argv, capsys, tmp_path):

@@ -1,7 +1,8 @@
 """`python -m compat plan` and `python -m compat install` (dispatched from compat/cli.py).
 
-Exit status: 0 done, 1 the install failed (the snapshot was restored) or doctor found errors after it,
-2 bad input or no set fits (one line on stderr saying why and what to change).
+Exit status: 0 done, 1 no set fits this machine (an error finding with its fix; `plan --format json` prints it as
+JSON), the install failed (the snapshot was restored) or doctor found errors after it, 2 bad usage or bad input
+(one line on stderr saying what to change).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import sys
 from typing import List, Optional
 
 from .._args import ArgumentParser
+from ..detect.model import Environment
 from ..errors import CompatError
-from .planner import INSTALLERS, Plan, make_plan, requested_releases
+from .planner import INSTALLERS, Plan, PlanRefused, make_plan, refused_as_dict, requested_releases
 
 FORMATS = ("text", "json", "pip", "uv", "constraints")
 
@@ -35,12 +37,16 @@ def _default_installer() -> str:
     return "uv" if shutil.which("uv") else "pip"
 
 
-def _make(request: Optional[str], hardware: Optional[str], python: Optional[str], no_fa: bool) -> Plan:
+def _detect(hardware: Optional[str]) -> Environment:
+    from ..detect import detect
+    return detect(hardware or os.environ.get("COMPAT_HARDWARE") or None)
+
+
+def _make(request: Optional[str], hardware: Optional[str], python: Optional[str], no_fa: bool,
+          env: Optional[Environment] = None) -> Plan:
     from dataclasses import replace
 
-    from ..detect import detect
-    env = detect(hardware or os.environ.get("COMPAT_HARDWARE") or None)
-    plan = make_plan(env, request, python=python)
+    plan = make_plan(env or _detect(hardware), request, python=python)
     if no_fa and plan.flash_attn:
         plan = replace(plan, flash_attn=None, explanations=tuple(
             (w, "none: --no-flash-attn" if w == "flash_attn" else y) for w, y in plan.explanations))
@@ -69,13 +75,35 @@ def render_text(plan: Plan, installer: str) -> str:
     return "\n".join(lines)
 
 
+def _json(obj: object) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
 def plan(argv: Optional[List[str]] = None) -> int:
+    """Exit 0 a plan, 1 nothing fits (error findings with fixes; JSON too), 2 bad usage or bad input."""
+    import platform
+
     args = _plan_parser().parse_args(argv)
-    p = _make(args.request, args.hardware, args.python, args.no_flash_attn)
     installer = args.installer or _default_installer()
+    try:
+        env = _detect(args.hardware)
+        p = _make(args.request, args.hardware, args.python, args.no_flash_attn, env)
+    except PlanRefused as exc:
+        if args.format == "json":
+            _json(refused_as_dict(exc, env.hardware, args.python or platform.python_version(), installer))
+        elif args.format == "text":
+            print(f"compat plan: no vLLM set fits this machine\n\nFindings\n  error: {exc.reason}\n        fix: {exc.fix}")
+        else:
+            sys.stderr.write(f"compat plan: error: {exc}\n")
+        return 1
+    except CompatError as exc:
+        if args.format == "json":  # bad input: still JSON on stdout, the one line on stderr, exit 2
+            _json({"schema": 1, "ok": False, "error": str(exc),
+                   "findings": [{"id": "bad-input", "severity": "error", "message": str(exc), "fix": None}]})
+        raise
     if args.format == "json":
-        json.dump(p.as_dict(installer), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _json(p.as_dict(installer))
     elif args.format in INSTALLERS:
         sys.stdout.write("\n".join(p.commands(args.format)) + "\n")
     elif args.format == "constraints":
@@ -108,7 +136,11 @@ def install(argv: Optional[List[str]] = None) -> int:
     target = executor.probe(args.python)
     executor.check_consent(target, args.allow_system)
     installer = executor.choose_installer(args.installer, target)
-    p = _make(args.request, args.hardware, target.version, args.no_flash_attn)
+    try:
+        p = _make(args.request, args.hardware, target.version, args.no_flash_attn)
+    except PlanRefused as exc:  # not bad usage: the machine cannot run any set; nothing was changed
+        print(f"compat install: error: {exc}", file=sys.stderr)
+        return 1
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     say(f"compat install: vLLM {p.vllm} + torch {p.torch} ({p.torch_variant}) + flash-attn {p.flash_attn or 'none'} "
         f"into {target.prefix} with {installer}")

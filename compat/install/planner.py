@@ -40,11 +40,16 @@ REQUIREMENTS_FILE = "compat-requirements.txt"
 
 
 class PlanRefused(CompatError):
-    """No set fits this machine; the message says why and what to change (CLI exit 2, one line)."""
+    """No set fits this machine; the message says why and what to change. Not bad usage: `plan` exits 1 with an
+    error finding (in JSON too, docs/json-contract.md), `install` exits 1."""
 
-    def __init__(self, message: str, fix: str, rejected: Sequence[Tuple[str, str]] = ()):
+    def __init__(self, message: str, fix: str, rejected: Sequence[Tuple[str, str]] = (), kind: str = "plan-refused"):
         super().__init__(f"{message}; fix: {fix}")
-        self.reason, self.fix, self.rejected = message, fix, tuple(rejected)
+        self.reason, self.fix, self.rejected, self.kind = message, fix, tuple(rejected), kind
+
+    @property
+    def finding(self) -> Finding:
+        return Finding(self.kind, "error", self.reason, self.fix)
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,7 @@ class Plan:
 
     def as_dict(self, installer: str = "uv") -> Dict[str, Any]:
         return {
-            "schema": 1,
+            "schema": 1, "ok": True,
             "vllm": self.vllm, "vllm_date": self.vllm_date, "torch": self.torch, "torch_variant": self.torch_variant,
             "torch_requirement": self.torch_requirement, "torch_default_variant": self.torch_default_variant,
             "cuda": self.cuda, "flash_attn": self.flash_attn, "python": self.python, "profile": self.profile,
@@ -187,6 +192,21 @@ class Plan:
             "rejected": [{"vllm": v, "why": y} for v, y in self.rejected],
             "findings": [f.as_dict() for f in self.findings],
         }
+
+
+def refused_as_dict(exc: PlanRefused, hw: Hardware, python: str, installer: str = "uv") -> Dict[str, Any]:
+    """`plan --format json` when nothing fits: Plan.as_dict's keys, the choices null, commands empty, and the
+    refusal as an error finding with its fix (docs/json-contract.md)."""
+    return {
+        "schema": 1, "ok": False,
+        "vllm": None, "vllm_date": None, "torch": None, "torch_variant": None, "torch_requirement": None,
+        "torch_default_variant": None, "cuda": None, "flash_attn": None, "python": python, "profile": None,
+        "gpus": sorted({f"{g.name} (sm_{g.sm})" for g in hw.gpus}), "cutoff": None, "overrides": [],
+        "also_install": [], "requirements": [], "installer": installer, "commands": [],
+        "commands_by_installer": {i: [] for i in INSTALLERS}, "explanations": [],
+        "rejected": [{"vllm": v, "why": y} for v, y in exc.rejected],
+        "findings": [exc.finding.as_dict()],
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -426,13 +446,15 @@ def _hardware_refusal(env: Environment) -> None:
     if not hw.gpus:
         raise PlanRefused("no NVIDIA GPU found: compat plans CUDA builds of vLLM, which need one",
                           "run on a machine with an NVIDIA GPU (sm70+), or pass --hardware FILE to plan for another "
-                          "machine; vLLM on CPU is built from source (vLLM's CPU installation guide)")
+                          "machine; vLLM on CPU is built from source (vLLM's CPU installation guide)",
+                          kind="plan-no-gpu")
     old = sorted({(g.sm, g.name) for g in hw.gpus if g.sm < 70})
     if old:
         raise PlanRefused(f"{old[0][1]} (sm{old[0][0]}) is older than sm70, the oldest GPU vLLM supports",
-                          "use a GPU of sm70 (V100) or newer")
+                          "use a GPU of sm70 (V100) or newer", kind="plan-gpu-too-old")
     if not hw.driver:
-        raise PlanRefused("the NVIDIA driver version is unknown", "check `nvidia-smi`, or describe it with --hardware FILE")
+        raise PlanRefused("the NVIDIA driver version is unknown", "check `nvidia-smi`, or describe it with --hardware FILE",
+                          kind="plan-driver-unknown")
     if hw.cuda:
         for g in hw.gpus:
             row = knowledge.arch_row(g.cc)
@@ -440,7 +462,7 @@ def _hardware_refusal(env: Environment) -> None:
                 raise PlanRefused(f"{g.name} (sm_{g.sm}) needs CUDA {row['first_cuda']}, but driver {hw.driver} "
                                   f"supports only CUDA {hw.cuda}: the driver cannot run this GPU",
                                   f"upgrade the NVIDIA driver to one that supports CUDA >= {row['first_cuda']} "
-                                  "(`nvidia-smi` shows the CUDA version it supports)")
+                                  "(`nvidia-smi` shows the CUDA version it supports)", kind="plan-driver-too-old")
 
 
 def make_plan(env: Environment, request: Optional[str] = None, python: Optional[str] = None,
@@ -510,4 +532,5 @@ def _refuse(req: Request, hw: Hardware, rejected: List[Tuple[str, str]], driver_
     else:
         fix = "choose another vLLM release (`python -m compat plan vllm`) or another GPU"
     raise PlanRefused(f"no set of {what} fits {gpu} on driver {hw.driver} ({len(rejected)} release(s) tried; "
-                      f"newest: {first})", fix, rejected)
+                      f"newest: {first})", fix, rejected,
+                      kind="plan-driver-too-old" if driver_fixes else "plan-nothing-fits")
