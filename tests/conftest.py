@@ -24,3 +24,67 @@ def _isolated_compat(monkeypatch, tmp_path):
     compat.revert()
     compat.detect.clear_cache()
 
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# promises (tests/promises.py): a skip of a feature this env promises is a failure; a summary line per run
+
+
+def _skip_reason(report) -> str:
+    lr = report.longrepr
+    if isinstance(lr, tuple) and len(lr) == 3:
+        return str(lr[2])
+    return str(lr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        import promises
+
+        why = promises.verdict(_skip_reason(report))
+        if why:
+            report.outcome = "failed"
+            report.longrepr = why
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A module-level skip (pytest.skip(allow_module_level=True), importorskip at import) is judged the same way."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped:
+        import promises
+
+        why = promises.verdict(_skip_reason(report))
+        if why:
+            report.outcome = "failed"
+            report.longrepr = why
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line per run: which env, what it promises, how many tests ran and skipped (and for lack of what)."""
+    import os
+    from collections import Counter
+
+    import promises
+
+    stats = terminalreporter.stats
+    counts = {k: len([r for r in stats.get(k, []) if getattr(r, "when", "call") in ("call", "setup", "collect")])
+              for k in ("passed", "failed", "error", "skipped")}
+    by_feature: Counter = Counter()
+    for r in stats.get("skipped", []):
+        by_feature[promises.feature_of(_skip_reason(r)) or "other-release"] += 1
+    env = os.environ.get("COMPAT_MATRIX_ENV", "no-tox-env")
+    promised = ",".join(sorted(promises.promised())) if promises.declared() else "undeclared"
+    skipped = " ".join(f"{k}={v}" for k, v in sorted(by_feature.items())) or "none"
+    line = (f"compat-env {env}: promises [{promised}] ran {counts['passed'] + counts['failed']} "
+            f"(passed {counts['passed']}, failed {counts['failed']}, errors {counts['error']}), "
+            f"skipped {counts['skipped']} ({skipped})")
+    terminalreporter.write_line(line)
+    path = os.environ.get("COMPAT_RUN_SUMMARY")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")

@@ -89,7 +89,7 @@ def tracked_text_files():
     try:
         out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError):
-        pytest.skip("not a git checkout: the registry-host scan reads `git ls-files`")
+        pytest.skip("needs git: not a git checkout, the registry-host scan reads `git ls-files`")
     for rel in filter(None, out.decode().split("\0")):
         path = ROOT / rel
         try:

@@ -23,8 +23,8 @@ RELEASE = "0.7.2"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("COMPAT_E2E") != "1", reason="real installs: run `tox -e install-e2e`"),
-    pytest.mark.skipif(shutil.which("uv") is None, reason="needs uv"),
+    pytest.mark.skipif(os.environ.get("COMPAT_E2E") != "1", reason="needs e2e: real installs, run `tox -e install-e2e`"),
+    pytest.mark.skipif(shutil.which("uv") is None, reason="needs uv: no uv on PATH"),
 ]
 
 

@@ -324,11 +324,26 @@ def test_refuses_non_venv_interpreter_without_consent():
     executor.check_consent(executor.Target("v/bin/python", "3.11", "v", True, False, False, None, ()), False)
 
 
-def test_install_into_this_non_venv_interpreter_is_refused(capsys):
-    if sys.prefix != sys.base_prefix:
-        pytest.skip("running inside a venv")
-    rc, _, err = run_cli("install", "--hardware", str(HW / "h100-sxm.toml"), capsys=capsys)
-    assert rc == 2 and "--allow-system" in err
+def _base_python() -> str:
+    """A real non-venv CPython: this env's base interpreter (tox envs are venvs over it), else this one."""
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    if sys.prefix == sys.base_prefix:
+        base = sys.executable
+    proc = subprocess.run([base, "-c", "import sys; print(sys.prefix == sys.base_prefix)"], capture_output=True,
+                          text=True, timeout=60)
+    if proc.returncode != 0 or proc.stdout.strip() != "True":
+        from promises import need
+
+        need("base-python", f"{base} is not a runnable non-venv interpreter: {proc.stdout}{proc.stderr[-300:]}")
+    return base
+
+
+def test_install_into_a_real_non_venv_interpreter_is_refused(capsys):
+    """The refusal probes the REAL target interpreter (no Target built by hand): this env's base CPython."""
+    base = _base_python()
+    rc, _, err = run_cli("install", "--python", base, "--hardware", str(HW / "h100-sxm.toml"), capsys=capsys)
+    assert rc == 2, err
+    assert "--allow-system" in err and ("not a virtual" in err or "externally-managed" in err), err
 
 
 def test_verify_catches_a_surprise_torch():

@@ -59,7 +59,7 @@ def bash_env_after_eval(script: str, env=None) -> dict:
     return dict(item.split(b"=", 1) for item in out.split(b"\0") if b"=" in item and item)
 
 
-needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash: no bash on PATH")
 
 
 @needs_bash
@@ -110,7 +110,7 @@ def test_bash_quoting_round_trips(value):
     assert env[b"COMPAT_T"] == value.encode()
 
 
-@pytest.mark.skipif(shutil.which("fish") is None, reason="fish not installed")
+@pytest.mark.skipif(shutil.which("fish") is None, reason="needs fish: no fish on PATH")
 @pytest.mark.parametrize("value", WEIRD)
 def test_fish_quoting_round_trips(value):
     from compat.integrations.shell import format_line

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 if os.environ.get("COMPAT_MATRIX_ENV", "").startswith("vllm"):
-    pytest.skip("Ray cluster tests run in `tox -e ray`", allow_module_level=True)
-ray = pytest.importorskip("ray", reason="Ray not installed: pip install compat[ray] (tox -e ray)")
+    pytest.skip("needs ray: Ray cluster tests run in `tox -e ray`", allow_module_level=True)
+ray = pytest.importorskip("ray", reason="needs ray: Ray not installed, pip install compat[ray] (tox -e ray)")
 if not hasattr(ray, "init"):  # this very directory, tests/ray, imported as a namespace package: Ray is absent
-    pytest.skip("Ray not installed: pip install compat[ray] (tox -e ray)", allow_module_level=True)
+    pytest.skip("needs ray: Ray not installed, pip install compat[ray] (tox -e ray)", allow_module_level=True)
 from ray.cluster_utils import Cluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

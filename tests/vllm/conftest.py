@@ -47,7 +47,7 @@ def skip_reason(spec: str, have: Optional[str]) -> Optional[str]:
     except InvalidSpecifier as exc:
         raise pytest.UsageError(f"pytest.mark.vllm({spec!r}): not a version specifier: {exc}") from exc
     if have is None:
-        return f"needs vLLM {spec}: vLLM not installed"
+        return f"needs vllm: vLLM {spec} wanted, vLLM not installed"
     if not wanted.contains(Version(have), prereleases=True):
         return f"needs vLLM {spec}, this env has {have}"
     return None
@@ -76,5 +76,5 @@ def matrix_release() -> Dict[str, Any]:
     try:
         record = json.loads((Path(sys.prefix) / matrix.MARKER).read_text())
     except (OSError, ValueError):
-        pytest.skip("not a matrix env: set COMPAT_MATRIX_VLLM=<version> or run through tox -e vllmNNN")
+        pytest.skip("needs vllm: not a matrix env, set COMPAT_MATRIX_VLLM=<version> or run through tox -e vllmNNN")
     return matrix.resolve(record["wanted"]["version"])

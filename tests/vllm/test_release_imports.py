@@ -16,24 +16,25 @@ def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=IMPORT_TIMEOUT_S)
 
 
-def _need_vllm():
+def _need_vllm(release: dict) -> str:
+    """The installed vLLM version; a matrix env (the fixture resolved its promise) without vLLM is a FAILURE."""
     try:
         return importlib.metadata.version("vllm")
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip("vLLM not installed")
+        pytest.fail(f"this env promises vLLM {release['version']} (torch {release['torch']}) but has no vLLM")
 
 
 def test_installed_vllm_is_the_promised_release(matrix_release):
-    assert _need_vllm() == matrix_release["version"]
+    assert _need_vllm(matrix_release) == matrix_release["version"]
 
 
 def test_installed_torch_is_the_pinned_one(matrix_release):
-    _need_vllm()
+    _need_vllm(matrix_release)
     assert importlib.metadata.version("torch") == matrix_release["torch"]
 
 
 def test_vllm_imports(matrix_release):
-    _need_vllm()
+    _need_vllm(matrix_release)
     # `import vllm` is lazy from 0.9 on; LLM/SamplingParams pull in the engine, config and model-executor layers.
     proc = _run("import json, vllm, torch\nfrom vllm import LLM, SamplingParams\n"
                 "print(json.dumps([vllm.__version__, torch.__version__]))")
@@ -45,7 +46,7 @@ def test_vllm_imports(matrix_release):
 
 def test_triton_runtime_build_imports(matrix_release):
     """triton <= 3.2 (torch <= 2.6) imports setuptools undeclared when it builds its first kernel (fused_moe...)."""
-    _need_vllm()
+    _need_vllm(matrix_release)
     proc = _run("import triton.runtime.build")
     assert proc.returncode == 0, proc.stderr[-4000:]
 
