@@ -200,9 +200,11 @@ def _report_or_setup() -> Report:
     return _current or setup()
 
 
-def vllm_kwargs(**overrides: Any) -> Dict[str, Any]:
+def vllm_kwargs(model: Optional[str] = None, **overrides: Any) -> Dict[str, Any]:
     """Engine arguments for vllm.LLM(...) / AsyncEngineArgs: dtype, and the attention backend where the
-    installed release takes it as an argument rather than an env var."""
+    installed release takes it as an argument rather than an env var. With model=PATH (local dir or its
+    config.json) also what the model needs here: tensor_parallel_size, quantization, max_model_len when it
+    must shrink (compat/preflight/, docs/preflight.md)."""
     rep = _report_or_setup()
     r = rep.resolved
     out: Dict[str, Any] = {"dtype": r.dtype}
@@ -215,6 +217,9 @@ def vllm_kwargs(**overrides: Any) -> Dict[str, Any]:
         from .patches.sets.vllm_fp8 import PATCH_SET, engine_kwargs
         if versions.in_spec(rep.environment.software.version("vllm"), PATCH_SET.versions):
             out.update(engine_kwargs())
+    if model is not None:
+        from .preflight import engine_kwargs as preflight_kwargs
+        out.update(preflight_kwargs(rep.environment, r.profile, model, overrides))
     out.update(overrides)
     return out
 

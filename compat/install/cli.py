@@ -29,6 +29,8 @@ def _plan_parser() -> ArgumentParser:
     p.add_argument("--python", metavar="VERSION", help="target Python version (default: this interpreter's)")
     p.add_argument("--installer", choices=INSTALLERS, help="installer of `commands` in text/json (default: uv if on PATH)")
     p.add_argument("--no-flash-attn", action="store_true", help="leave flash-attn out of the plan")
+    from ..preflight.cli import add_arguments
+    add_arguments(p)  # --model PATH: pre-flight that model against the planned release (compat/preflight/)
     return p
 
 
@@ -102,15 +104,17 @@ def plan(argv: Optional[List[str]] = None) -> int:
             _json({"schema": 1, "ok": False, "error": str(exc),
                    "findings": [{"id": "bad-input", "severity": "error", "message": str(exc), "fix": None}]})
         raise
+    from ..preflight.cli import for_plan, render
+    pf = for_plan(env, p.vllm, args)  # None without --model
     if args.format == "json":
-        _json(p.as_dict(installer))
+        _json(dict(p.as_dict(installer), **({"model": pf.as_dict()} if pf else {})))
     elif args.format in INSTALLERS:
         sys.stdout.write("\n".join(p.commands(args.format)) + "\n")
     elif args.format == "constraints":
         sys.stdout.write(p.constraints())
     else:
-        print(render_text(p, installer))
-    return 0
+        print(render_text(p, installer) + ("\n\n" + "\n".join(render(pf)) if pf else ""))
+    return 1 if pf is not None and not pf.ok else 0
 
 
 def _install_parser() -> ArgumentParser:

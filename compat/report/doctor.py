@@ -67,6 +67,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="check this dtype request")
     p.add_argument("--deep", action="store_true", help="prove the profile on the GPU (imports torch, in a subprocess)")
     p.add_argument("--ray", action="store_true", help="gather reports from every node of a running Ray cluster")
+    from ..preflight.cli import add_arguments
+    add_arguments(p)  # --model PATH, --max-model-len, --gpu-memory-utilization (compat/preflight/)
     return p
 
 
@@ -79,11 +81,19 @@ def run(argv: Optional[List[str]] = None) -> int:
     if args.deep:
         from .deep import deep_findings
         rep = _with(rep, deep_findings(rep))
+    from ..preflight.cli import for_doctor, render
+    pf = for_doctor(rep.environment, args)  # None without --model
+    if pf is not None:
+        rep = _with(rep, pf.findings)
     if args.json:
-        json.dump(rep.as_dict(), sys.stdout, indent=2)
+        json.dump(dict(rep.as_dict(), **({"model": pf.as_dict()} if pf else {})), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(render_text(rep))
+        text = render_text(rep)
+        if pf is not None:  # the model section goes before Findings, which hold its findings too
+            head, sep, tail = text.rpartition("\nFindings\n")
+            text = head + "\n" + "\n".join(render(pf, findings=False)) + "\n" + sep + tail
+        print(text)
     return 0 if rep.ok else 1
 
 
