@@ -107,7 +107,10 @@ def plan(argv: Optional[List[str]] = None) -> int:
     from ..preflight.cli import for_plan, render
     pf = for_plan(env, p.vllm, args)  # None without --model
     if args.format == "json":
-        _json(dict(p.as_dict(installer), **({"model": pf.as_dict()} if pf else {})))
+        d = p.as_dict(installer)
+        if pf is not None:  # the model's pre-flight (docs/json-contract.md): its errors make the answer not ok
+            d.update(model=pf.as_dict(), ok=d["ok"] and pf.ok)
+        _json(d)
     elif args.format in INSTALLERS:
         sys.stdout.write("\n".join(p.commands(args.format)) + "\n")
     elif args.format == "constraints":

@@ -62,7 +62,7 @@ class Preflight:
         m, fit = self.model, self.fit
         chosen = fit.chosen if fit else None
         return {
-            "path": m.path, "architecture": m.architecture, "model_type": m.model_type,
+            "ok": self.ok, "path": m.path, "architecture": m.architecture, "model_type": m.model_type,
             "parameters": params(m).total,
             "checkpoint_dtype": m.torch_dtype,
             "quantization": m.quantization.method if m.quantization else None,
