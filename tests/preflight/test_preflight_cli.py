@@ -1,0 +1,107 @@
+"""`plan --model`, `doctor --model` and `compat.vllm_kwargs(model=...)`: the text and JSON contract, exit
+statuses, one-line bad input, and no torch/vLLM import. Runs in-process against fixture machines."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import compat
+import compat.preflight.facts as facts
+from compat.cli import main
+from helpers import FIXTURES, ROOT, run_python, with_packages
+
+MODELS = ROOT / "tests" / "fixtures" / "models"
+REAL = ROOT / "compat" / "data" / "harvested"
+HARVEST = REAL if any(REAL.glob("vllm-*.toml")) else Path(__file__).resolve().parent / "harvested"
+
+
+@pytest.fixture(autouse=True)
+def _harvest(monkeypatch):
+    monkeypatch.setattr(facts, "HARVEST_DIR", HARVEST)
+    facts._cache.clear()
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_plan_model_json_has_the_model_section(capsys):
+    code, out, _ = _run(capsys, "plan", "--hardware", str(FIXTURES / "a100-sxm4.toml"), "--format", "json",
+                        "--model", str(MODELS / "llama-3.1-70b"))
+    d = json.loads(out)
+    m = d["model"]
+    assert m["architecture"] == "LlamaForCausalLM" and m["parameters"] == 70_553_706_496
+    assert m["vllm"] == d["vllm"] and m["vllm_source"] == "planned"
+    assert m["engine_kwargs"]["tensor_parallel_size"] == m["memory"]["tensor_parallel_size"]
+    assert m["engine_kwargs"]["dtype"] == "bfloat16"
+    assert {"id", "severity", "message", "fix"} <= set(m["findings"][0])
+    assert all(f["id"].startswith("preflight-") for f in m["findings"])
+    assert code == (0 if m["ok"] else 1) and d["ok"] == m["ok"]
+
+
+def test_plan_model_text_shows_the_numbers(capsys):
+    code, out, _ = _run(capsys, "plan", "--hardware", str(FIXTURES / "rtx3090.toml"),
+                        "--model", str(MODELS / "llama-3.1-8b" / "config.json"))
+    assert "Model " in out and "engine arguments: dtype=" in out
+    assert "tp=1: usable 21.60 GiB" in out            # 24576 MiB x 0.9
+    assert "weights 14.96 GiB" in out                 # 8,030,261,248 x 2 bytes
+
+
+def test_doctor_model_nothing_fits_is_an_error_with_numbers(capsys, tmp_path):
+    hw = with_packages(tmp_path, "t4-driver470")      # nothing installed: checked against the planned release
+    code, out, _ = _run(capsys, "doctor", "--hardware", str(hw), "--model", str(MODELS / "llama-3.1-70b"))
+    assert code == 1
+    assert "Model " in out and out.index("Model ") < out.index("Findings")
+    assert "does not fit 1 x 15360 MiB" in out and "131.42 GiB" in out
+
+
+def test_doctor_model_json(capsys, tmp_path):
+    hw = with_packages(tmp_path, "h100-sxm", vllm="0.11.0")
+    code, out, _ = _run(capsys, "doctor", "--json", "--hardware", str(hw), "--model", str(MODELS / "qwen3-8b"),
+                        "--max-model-len", "8192")
+    d = json.loads(out)
+    assert d["model"]["vllm"] == "0.11.0" and d["model"]["vllm_source"] == "installed"
+    assert d["model"]["engine_kwargs"]["max_model_len"] == 8192
+    ids = {f["id"] for f in d["findings"]}
+    assert {f["id"] for f in d["model"]["findings"]} <= ids   # the model's findings are doctor's findings too
+    assert code == (1 if any(f["severity"] == "error" for f in d["findings"]) else 0)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "/nonexistent/model"], "no config.json"),
+    (["--model", str(MODELS / "qwen3-8b"), "--max-model-len", "0"], "--max-model-len must be a positive"),
+    (["--model", str(MODELS / "qwen3-8b"), "--gpu-memory-utilization", "1.5"], "gpu_memory_utilization"),
+])
+@pytest.mark.parametrize("command", ["plan", "doctor"])
+def test_bad_model_input_is_one_line_exit_2(capsys, command, argv, message):
+    code, _, err = _run(capsys, command, "--hardware", str(FIXTURES / "a100-sxm4.toml"), *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_vllm_kwargs_with_model(tmp_path):
+    hw = with_packages(tmp_path, "rtx3090", vllm="0.11.0", torch="2.8.0+cu128")
+    try:
+        compat.setup(hardware=str(hw), patches=False)
+        kw = compat.vllm_kwargs(model=str(MODELS / "llama-3.1-8b"))
+        assert kw["dtype"] == "bfloat16" and kw["tensor_parallel_size"] == 1
+        assert 0 < kw["max_model_len"] < 131072          # 128k context does not fit 24 GiB: shrunk
+        kw = compat.vllm_kwargs(model=str(MODELS / "qwen2.5-7b-instruct-awq"), max_model_len=4096)
+        assert kw["dtype"] == "float16" and kw["max_model_len"] == 4096 and kw["quantization"].startswith("awq")
+    finally:
+        compat.revert()
+
+
+def test_plan_model_imports_no_torch_or_vllm():
+    r = run_python(
+        "import sys, json, contextlib, io\n"
+        "from compat.cli import main\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n"
+        f"    main(['plan', '--format', 'json', '--hardware', {str(FIXTURES / 'b200.toml')!r}, "
+        f"'--model', {str(MODELS / 'deepseek-v3')!r}])\n"
+        "print(sorted(m for m in ('torch', 'vllm', 'transformers', 'numpy') if m in sys.modules))\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
