@@ -19,7 +19,9 @@ from .findings import Finding, errors
 from .profiles import select_profile
 
 JSON_SCHEMA_VERSION = 1
-SWITCHES = ("hidden_states", "fp8")
+SWITCHES = ("hidden_states", "fp8", "hf_dtype")
+# switches whose default the profile decides (hf_dtype: on where bfloat16 is refused): "off" is a decision to keep
+HF_DTYPE = "hf_dtype"
 _KEY_PREFIXES = ("COMPAT_", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 
 _lock = threading.RLock()
@@ -56,8 +58,13 @@ class Report:
         return cached
 
     @property
+    def patched(self) -> bool:
+        """Whether any patched package is installed (vLLM, or transformers for the transformers sets)."""
+        return self.vllm_version is not None or self.environment.software.version("transformers") is not None
+
+    @property
     def patches(self) -> Tuple[Any, ...]:
-        if self.vllm_version is None:
+        if not self.patched:
             return ()
         from . import patches as patchmod
 
@@ -66,7 +73,7 @@ class Report:
     @property
     def findings(self) -> Tuple[Finding, ...]:
         patch_findings: Tuple[Finding, ...] = ()
-        if self.vllm_version is not None and "compat.patches" in sys.modules:
+        if self.patched and "compat.patches" in sys.modules:
             patch_findings = tuple(sys.modules["compat.patches"].findings())
         return tuple(_dedupe(self.setup_findings + self.checks + patch_findings + self.extra_findings))
 
@@ -101,8 +108,13 @@ def _switch_values(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> Dic
         v = kwargs.get(s)
         if v is None:
             raw = environ.get(f"COMPAT_{s.upper()}")
-            v = None if raw in (None, "", "0", "false", "off") else raw
-        if v not in (None, False):
+            if s == HF_DTYPE and raw is not None and raw.strip():
+                v = raw.strip().lower() not in ("0", "false", "no", "off", "none")
+            else:
+                v = None if raw in (None, "", "0", "false", "off") else raw
+        if s == HF_DTYPE and v is not None:
+            out[s] = v not in (False, 0) and str(v).strip().lower() not in ("0", "false", "no", "off", "none")
+        elif v not in (None, False):
             out[s] = v
     return out
 
@@ -125,8 +137,11 @@ def build_report(hardware: Optional[str] = None, profile: Optional[str] = None, 
         sw["fp8"] = fp8
     if not resolved.fp8 and sw.get("fp8") not in (None, False):
         sw["fp8"] = False  # refused on this GPU (finding fp8-unsupported): keep the FP8 patch set off, env included
+    if HF_DTYPE not in sw and "bfloat16" in resolved.profile.refuse_dtypes:
+        sw[HF_DTYPE] = True  # bfloat16 loading becomes float16 by default where the profile refuses bfloat16
     vllm = vllm_version or env.software.version("vllm")
-    if vllm is not None and patches:  # no vLLM installed: nothing to patch, the engine is not even imported
+    patched = vllm is not None or env.software.version("transformers") is not None
+    if patched and patches:  # nothing to patch installed: the engine is not even imported
         from . import patches as patchmod
 
         patchmod.activate(sw)
@@ -145,30 +160,32 @@ def _dedupe(findings):
 
 def setup(profile: Optional[str] = None, hardware: Optional[str] = None, strict: bool = False,
           dtype: Optional[str] = None, hidden_states: Optional[Any] = None, fp8: Optional[Any] = None,
-          patches: bool = True) -> Report:
+          patches: bool = True, hf_dtype: Optional[bool] = None) -> Report:
     """Detect the machine, choose its profile, export env vars, register patch sets; return the report.
 
-    Idempotent and thread-safe: the same arguments return the same report without redoing work. With
+    hf_dtype: bfloat16 model loading in transformers becomes float16 (default: on where the profile refuses
+    bfloat16; COMPAT_HF_DTYPE=0/1 for workers). Idempotent and thread-safe: the same arguments return the same
+    report without redoing work. With
     `strict=True` an error finding raises CompatError. Never imports torch or vLLM.
     """
     global _current
     # Every input that changes the answer; variables compat exported itself are left out, so a second
     # identical call finds the first call's report.
-    key = (profile, hardware, dtype, hidden_states, fp8, patches,
+    key = (profile, hardware, dtype, hidden_states, fp8, patches, hf_dtype,
            tuple(sorted((k, v) for k, v in envmod.user_environ().items() if k.startswith(_KEY_PREFIXES))))
     with _lock:
         rep = _last.get(key)
         if rep is None:
-            sw = _switch_values({"hidden_states": hidden_states, "fp8": fp8}, os.environ)
+            sw = _switch_values({"hidden_states": hidden_states, "fp8": fp8, HF_DTYPE: hf_dtype}, os.environ)
             if sw.get("fp8") is not None and str(sw["fp8"]) not in ("block", "1", "True", "true", "on"):
                 raise CompatError(f"fp8={sw['fp8']!r} is not supported; use fp8='block'")
             rep = build_report(hardware, profile, dtype, sw.get("fp8"), os.environ, export=True,
                                patches=patches, switches=sw)
             # workers started later inherit the opt-in switches through the environment; exported like the
             # profile's variables, so revert() removes them and a user's own value is never replaced.
-            refused = {s for s, v in rep.switches if v is False}  # e.g. fp8 below sm89: workers must not enable it
-            envmod.export([(f"COMPAT_{s.upper()}", "1" if v is True else str(v), f"opt-in switch {s} for workers")
-                           for s, v in sw.items() if s not in refused])
+            refused = {s for s, v in rep.switches if v is False and s != HF_DTYPE}  # fp8 below sm89: stay off
+            envmod.export([(f"COMPAT_{s.upper()}", "1" if v is True else "0" if v is False else str(v),
+                            f"switch {s} for workers") for s, v in sw.items() if s not in refused])
             _last[key] = rep
             for f in rep.setup_findings:
                 if f.severity == "error":

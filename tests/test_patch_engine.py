@@ -457,7 +457,7 @@ def test_shipped_sets_are_well_formed():
     names = [ps.name for ps in all_sets()]
     assert {"vllm07", "vllm082"} <= set(names) and len(names) == len(set(names))
     for ps in all_sets():
-        assert ps.package == "vllm" and ps.ledger and ps.patches
+        assert ps.package in ("vllm", "transformers") and ps.ledger and ps.patches
         for p in ps.patches:
             assert p.id.startswith(ps.name + ".") and p.why and p.upstream_fix
 

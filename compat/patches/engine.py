@@ -45,11 +45,16 @@ class Patch:
     upstream_fix: str
     fingerprint: Union[str, Tuple[str, ...]]  # one per distinct release source the patch was verified on
     make: Callable[[object], object] = field(repr=False, compare=False)  # make(original) -> replacement
+    # narrower than the set's range: the releases whose source has this target (transformers renamed the place
+    # that checks attn_implementation in 4.54); outside it the patch is not-applicable, the rest of the set applies
+    versions: str = ""
 
     def __post_init__(self) -> None:
         module, _, qual = self.target.partition(":")
         if not module or not qual:
             raise ValueError(f"{self.id}: target must look like 'pkg.module:Qualified.name', got {self.target!r}")
+        if self.versions:
+            versions.spec(self.versions)
         for fp in self.fingerprints:
             if not fp.startswith("sha256:") or len(fp) != len("sha256:") + 16:
                 raise ValueError(f"{self.id}: fingerprint must be 'sha256:' + 16 hex digits, got {fp!r}")
@@ -57,6 +62,10 @@ class Patch:
     @property
     def fingerprints(self) -> Tuple[str, ...]:
         return (self.fingerprint,) if isinstance(self.fingerprint, str) else tuple(self.fingerprint)
+
+    def fits(self, version: Optional[str]) -> bool:
+        """Whether this patch's own release range (if any) holds `version`; the set's range is checked apart."""
+        return not self.versions or versions.in_spec(version, self.versions)
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,9 @@ class PatchSet:
     switch: Optional[str] = None  # None: auto-applied; else opt-in via setup(<switch>=...) or COMPAT_<SWITCH>
     ledger: str = ""
     patches: Tuple[Patch, ...] = ()
+    # import name whose completion triggers the set; default: the package's top-level module. transformers sets
+    # wait for transformers.modeling_utils, so `import transformers` (lazy, no torch) stays as cheap as it was.
+    watch: str = ""
 
     def __post_init__(self) -> None:
         versions.spec(self.versions)  # CompatError on a malformed specifier, at declaration time
@@ -76,7 +88,7 @@ class PatchSet:
 
     @property
     def module(self) -> str:
-        return self.package.replace("-", "_")
+        return self.watch or self.package.replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -325,7 +337,8 @@ def apply_set(ps: PatchSet, *, explicit: bool = False, disabled: Optional[frozen
             return True
         if ps.name in _refusals and not explicit:
             return False
-        todo = [p for p in ps.patches if not is_disabled(ps, p, disabled)]
+        version = installed_version(ps.package)
+        todo = [p for p in ps.patches if not is_disabled(ps, p, disabled) and p.fits(version)]
         if not todo:
             return False
         failed: Optional[Patch] = None
@@ -374,7 +387,7 @@ def _wanted(ps: PatchSet, cfg: _Config, disabled: frozenset) -> bool:
         if explicit:
             raise PatchError(f"patch set {ps.name} is for {ps.package}{ps.versions}; installed: {version}")
         return False
-    if all(is_disabled(ps, p, disabled) for p in ps.patches):
+    if all(is_disabled(ps, p, disabled) or not p.fits(version) for p in ps.patches):
         if explicit:
             log.warning("compat: patch set %s was asked for but %s disables it", ps.name, DISABLE_ENV)
         return False
@@ -482,7 +495,7 @@ def status(vllm_version: Optional[str] = None, switches: Optional[Mapping[str, o
             refusal = _refusals.get(ps.name) if here else None
         for p in ps.patches:
             def row(state: str, reason: str = "") -> PatchStatus:
-                return PatchStatus(p.id, ps.name, ps.versions, state, reason, p.target)
+                return PatchStatus(p.id, ps.name, p.versions or ps.versions, state, reason, p.target)
 
             if p.id in undos:
                 how = "code swapped in place" if undos[p.id].mode == "code" else "attribute replaced"
@@ -493,6 +506,8 @@ def status(vllm_version: Optional[str] = None, switches: Optional[Mapping[str, o
                 out.append(row("not-applicable", f"{ps.package} is not installed"))
             elif not versions.in_spec(version, ps.versions):
                 out.append(row("not-applicable", f"{ps.package} {version} is outside {ps.versions}"))
+            elif not p.fits(version):
+                out.append(row("not-applicable", f"{ps.package} {version} is outside this patch's {p.versions}"))
             elif refusal is not None:
                 out.append(row("refused", refusal.reason))
             elif ps.switch is not None and ps.name not in explicit and not switch_on(ps, switches):

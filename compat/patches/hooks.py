@@ -1,4 +1,8 @@
-"""Post-import hook: run a callback right after a watched top-level package (vllm) finishes importing.
+"""Post-import hook: run a callback right after a watched module finishes importing.
+
+Watched names are top-level packages (vllm) or submodules (transformers.modeling_utils: the transformers sets wait
+for it, because `import transformers` itself is lazy and must stay free of torch; a submodule's spec is found with
+its parent's __path__, exactly as for a package).
 
 The finder sits in `sys.meta_path` of every process that called `compat.setup()`, so `find_spec` is one set
 lookup for every other import. For a watched name it asks the remaining finders for the real spec and wraps only
@@ -85,7 +89,7 @@ class PostImportFinder:
 
 
 def install_import_hook(callback: Callback, names: Iterable[str] = ("vllm",)) -> PostImportFinder:
-    """Install a finder that calls `callback(name)` after each watched top-level package finishes importing."""
+    """Install a finder that calls `callback(name)` after each watched module finishes importing."""
     finder = PostImportFinder(names, callback)
     sys.meta_path.insert(0, finder)
     return finder

@@ -9,6 +9,7 @@ from ..choose import Resolved, attention_range
 from ..detect.model import Environment
 from ..errors import CompatError
 from ..findings import Finding
+from ..hf.checks import hf_loading  # issue 12: what the transformers sets do here
 from ..install.check import plan_mismatch  # issue 7: this environment vs the installer's plan
 
 Check = Callable[[Environment, Resolved, Mapping[str, str]], List[Finding]]
@@ -169,7 +170,7 @@ def profile_env(env: Environment, r: Resolved, environ: Mapping[str, str]) -> Li
 
 
 CHECKS: List[Check] = [driver_vs_torch, torch_has_arch, driver_vs_gpu, vllm_vs_torch, vllm_vs_gpu, flash_attn,
-                       user_attention_backend, topology, profile_env, plan_mismatch]
+                       user_attention_backend, topology, profile_env, plan_mismatch, hf_loading]
 
 
 def run_checks(env: Environment, r: Resolved, environ: Mapping[str, str]) -> List[Finding]:

@@ -14,6 +14,8 @@ SET_MODULES: Tuple[str, ...] = (
     "vllm082",
     "vllm054_hidden",
     "vllm_fp8",
+    "transformers_attn",
+    "transformers_dtype",
 )
 
 

@@ -1,0 +1,62 @@
+"""Doctor's findings for Hugging Face model loading: what the transformers sets do on this machine."""
+
+from __future__ import annotations
+
+from typing import List, Mapping
+
+from .. import versions
+from ..choose import Resolved
+from ..detect.model import Environment
+from ..findings import Finding
+from .verdict import switch_value, why_no_flash_attn
+
+
+def _set_state(name: str, transformers: str, environ: Mapping[str, str]) -> str:
+    """'on', 'disabled' (kill switch) or 'outside' (release outside the set's range)."""
+    from ..patches import engine
+    from ..patches.sets import get
+
+    ps = get(name)
+    if not versions.in_spec(transformers, ps.versions):
+        return "outside"
+    off = frozenset(x for x in environ.get(engine.DISABLE_ENV, "").replace(",", " ").split() if x)
+    if "all" in off or name in off or all(p.id in off for p in ps.patches if p.fits(transformers)):
+        return "disabled"
+    return "on"
+
+
+def hf_loading(env: Environment, r: Resolved, environ: Mapping[str, str]) -> List[Finding]:
+    tf = env.software.version("transformers")
+    if tf is None:
+        return []
+    out: List[Finding] = []
+    why = why_no_flash_attn(r, env)
+    if why:
+        state = _set_state("transformers_attn", tf, environ)
+        served = "sdpa (eager where a model has no sdpa)" if r.hf_attn_implementation == "sdpa" else \
+            repr(r.hf_attn_implementation)
+        if state == "on":
+            out.append(Finding("hf-flash-attention-2-served", "info",
+                               f"transformers {tf}: attn_implementation='flash_attention_2' requests (a loading kwarg "
+                               f"or a config built with it, as verl does) are served with {served}: {why}",
+                               "nothing to do (compat's transformers_attn set); for FlashAttention-2 install a "
+                               "flash-attn that fits (`python -m compat plan`)"))
+        else:
+            what = "is switched off" if state == "disabled" else f"does not cover transformers {tf}"
+            out.append(Finding("hf-flash-attention-2-fails", "warning",
+                               f"transformers {tf}: attn_implementation='flash_attention_2' fails with transformers' "
+                               f"ImportError here ({why}) and compat's transformers_attn set {what}",
+                               f"request attn_implementation={r.hf_attn_implementation!r} (compat.hf_kwargs())"
+                               + (", or take transformers_attn out of COMPAT_DISABLE_PATCHES"
+                                  if state == "disabled" else "")))
+    if "bfloat16" in r.profile.refuse_dtypes:
+        given = switch_value(environ.get("COMPAT_HF_DTYPE"))
+        state = _set_state("transformers_dtype", tf, environ)
+        if given is not False and state == "on":
+            out.append(Finding("hf-bfloat16-loaded-as-float16", "info",
+                               f"transformers {tf}: bfloat16 model loading (torch_dtype/dtype=bfloat16, or 'auto' on a "
+                               f"bfloat16 checkpoint) becomes float16 on profile {r.profile.name}; float16 training "
+                               "needs loss scaling (torch.amp.GradScaler, FSDP ShardedGradScaler), which compat "
+                               "does not add (docs/hf.md)",
+                               "use a loss scaler in float16 training; COMPAT_HF_DTYPE=0 keeps bfloat16"))
+    return out
