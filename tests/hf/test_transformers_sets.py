@@ -45,7 +45,7 @@ def _transformers() -> str:
 
 TF = _transformers()
 pytestmark = pytest.mark.skipif(not TF or importlib.util.find_spec("torch") is None,
-                                reason="needs transformers and torch (the vLLM matrix envs carry both)")
+                                reason="needs torch: and transformers (the vLLM matrix envs carry both)")
 
 MAKE = """
 import sys, torch
