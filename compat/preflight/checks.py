@@ -15,7 +15,7 @@ from . import facts as factsmod
 from .config import ModelConfig
 from .facts import BackendFacts, ReleaseFacts
 from .fit import Budget, Fit, compute, describe, gib
-from .size import DTYPE_BYTES, params, quantized
+from .size import DTYPE_BYTES, attention_head_size, params, quantized
 
 
 @dataclass(frozen=True)
@@ -148,10 +148,12 @@ def _runs(f: ReleaseFacts, kernels: List[str], sm: int) -> List[str]:
 def check_quantization(m: ModelConfig, t: Target, mach: Machine, f: Optional[ReleaseFacts],
                        hdir: Optional[Path]) -> QuantResult:
     q = m.quantization
-    if q is None:
+    if q is None or f is None:
         return QuantResult(None, (), ())
-    if f is None:
-        return QuantResult(None, (), ())
+    if not f.quantization:  # the harvest could not import the release: unknown, not unsupported
+        return QuantResult(None, (), (Finding("preflight-quant-unverified", "warning",
+                                              f"vLLM {t.vllm}'s harvested facts list no quantization methods; "
+                                              f"{q.method} not checked"),))
     kernels = _kernels(q.method)
     known = [k for k in kernels if k in f.quantization]
     if not known:
@@ -279,8 +281,9 @@ def _backend_problems(m: ModelConfig, name: str, bf: BackendFacts, dtype: str, s
     floor = _floor(name, bf)
     if sm is not None and floor is not None and sm < floor:
         why.append(f"it needs sm{floor}+")
-    if not m.mla and bf.head_sizes is not None and m.head_dim not in bf.head_sizes:
-        why.append(f"head size {m.head_dim} is not among its {list(bf.head_sizes)}")
+    head = attention_head_size(m, bool(bf.mla))
+    if (not m.mla or not bf.mla) and bf.head_sizes is not None and head not in bf.head_sizes:
+        why.append(f"head size {head} is not among its {list(bf.head_sizes)}")
     if m.sliding_window and bf.sliding_window is False:
         why.append(f"it has no sliding-window attention (the model uses a {m.sliding_window}-token window)")
     if bf.dtypes is not None and dtype not in bf.dtypes:
@@ -288,16 +291,24 @@ def _backend_problems(m: ModelConfig, name: str, bf: BackendFacts, dtype: str, s
     return why
 
 
+def mla_cache(m: ModelConfig, f: Optional[ReleaseFacts]) -> bool:
+    """Whether the release serves an MLA model with its latent cache: it has an MLA backend (unknown: assume so)."""
+    if not m.mla or f is None or not f.attention:
+        return m.mla
+    return any(bf.mla for bf in f.attention.values())
+
+
 def _alternative(m: ModelConfig, f: ReleaseFacts, dtype: str, sm: Optional[int]) -> Optional[str]:
     names = list(f.attention)
-    if m.mla:
+    mla = mla_cache(m, f)
+    if mla:
         pref = [n for n in _data()["attention"]["mla_preference"] if n in f.attention]
         names = pref + [n for n in names if n not in pref]
     for name in names:
         bf = f.attention[name]
-        if bool(bf.mla) != m.mla or bf.importable is not True or _floor(name, bf) is None:
+        if bool(bf.mla) != mla or bf.importable is not True or _floor(name, bf) is None:
             continue
-        if bf.head_sizes is None and not m.mla:
+        if bf.head_sizes is None and not mla:
             continue  # unknown is not supported
         if not _backend_problems(m, name, bf, dtype, sm):
             return name
@@ -307,14 +318,20 @@ def _alternative(m: ModelConfig, f: ReleaseFacts, dtype: str, sm: Optional[int])
 def check_backend(m: ModelConfig, t: Target, mach: Machine, f: Optional[ReleaseFacts],
                   dtype: str) -> Tuple[Optional[str], List[Finding]]:
     b = t.backend
-    if f is None:
+    if f is None or not f.attention:  # no facts, or the harvest could not import the release: not checked
         return (b.name if b else None), []
     if b is None:
         return None, [Finding("preflight-backend-default", "info",
                               f"compat leaves the attention backend to vLLM {t.vllm} here; not checked")]
     bf = f.attention.get(b.name)
     how = (f"set {b.env_var}={{}}" if b.env_var else f"pass {b.option}={{!r}}" if b.option else "choose {}")
-    if m.mla and (bf is None or not bf.mla):
+    plain: List[Finding] = []
+    if m.mla and not mla_cache(m, f):
+        plain = [Finding("preflight-backend-mla", "info",
+                         f"vLLM {t.vllm} has no MLA attention backend: {m.architecture} runs plain attention over "
+                         f"{m.num_heads} decompressed heads of size {attention_head_size(m, False)}, so its KV cache "
+                         "is uncompressed (see the memory numbers)", "a release with MLA backends caches ~20x less")]
+    elif m.mla and (bf is None or not bf.mla):
         alt = _alternative(m, f, dtype, mach.sm)
         if alt is None:
             return b.name, [Finding("preflight-backend-mla", "error",
@@ -325,25 +342,27 @@ def check_backend(m: ModelConfig, t: Target, mach: Machine, f: Optional[ReleaseF
                              f"{m.architecture} uses MLA (latent KV cache); compat's {b.name} is not an MLA "
                              f"backend, so the MLA backend {alt} is asked for instead", how.format(alt))]
     if bf is None:
-        return b.name, [Finding("preflight-backend-unknown", "warning",
+        return b.name, plain + [Finding("preflight-backend-unknown", "warning",
                                 f"vLLM {t.vllm}'s harvested facts do not list backend {b.name}; not checked")]
     why = _backend_problems(m, b.name, bf, dtype, mach.sm)
+    head = attention_head_size(m, mla_cache(m, f))
     if not why:
-        said = [f"head size {m.head_dim}" + (f" (of {list(bf.head_sizes)})" if bf.head_sizes else " (sizes not "
-                                             "stated)")]
+        said = [f"head size {head}" + (f" (of {list(bf.head_sizes)})" if bf.head_sizes else " (sizes not "
+                                       "stated)")]
         if m.sliding_window:
             said.append(f"sliding window {m.sliding_window}" + ("" if bf.sliding_window else " (not stated)"))
-        return b.name, [Finding("preflight-backend", "info", f"attention backend {b.name}: {', '.join(said)}")]
+        return b.name, plain + [Finding("preflight-backend", "info",
+                                        f"attention backend {b.name}: {', '.join(said)}")]
     alt = _alternative(m, f, dtype, mach.sm)
     fix = how.format(alt) if alt else "no harvested backend of this release fits; try another vLLM release"
-    return alt or b.name, [Finding("preflight-backend-unsupported", "error",
+    return alt or b.name, plain + [Finding("preflight-backend-unsupported", "error",
                                    f"compat's attention backend {b.name} cannot serve {m.architecture} on vLLM "
                                    f"{t.vllm}: {'; '.join(why)}", fix)]
 
 
 # ---------------------------------------------------------------------------------------------- memory
 def check_fit(m: ModelConfig, mach: Machine, dtype: str, max_model_len: Optional[int],
-              bud: Budget) -> Tuple[Optional[Fit], Optional[int], List[Finding]]:
+              bud: Budget, mla_cache: bool = True) -> Tuple[Optional[Fit], Optional[int], List[Finding]]:
     """(fit, max_model_len to pass when it must shrink or was asked, findings)."""
     want = max_model_len or m.max_position_embeddings
     if not mach.gpu_count or not mach.memory_mib:
@@ -351,7 +370,7 @@ def check_fit(m: ModelConfig, mach: Machine, dtype: str, max_model_len: Optional
     if not want:
         return None, None, [Finding("preflight-fit-skipped", "warning", "config.json has no "
                                     "max_position_embeddings; pass --max-model-len to check the memory fit")]
-    fit = compute(m, dtype, mach.memory_mib, mach.gpu_count, want, max_model_len is not None, bud)
+    fit = compute(m, dtype, mach.memory_mib, mach.gpu_count, want, max_model_len is not None, bud, mla_cache)
     gpus = f"{mach.gpu_count} x {mach.memory_mib} MiB"
     if not fit.options:
         return fit, None, [Finding("preflight-fit-none", "error",
@@ -413,7 +432,7 @@ def run(m: ModelConfig, mach: Machine, t: Target, max_model_len: Optional[int] =
     findings += dfind
     backend, bfind = check_backend(m, t, mach, f, dtype)
     findings += bfind
-    fit, mml, ffind = check_fit(m, mach, dtype, max_model_len, budget(gpu_memory_utilization))
+    fit, mml, ffind = check_fit(m, mach, dtype, max_model_len, budget(gpu_memory_utilization), mla_cache(m, f))
     findings += ffind
     kw: List[Tuple[str, Any]] = [("dtype", dtype)]
     if fit is not None and fit.chosen is not None:

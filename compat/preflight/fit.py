@@ -80,7 +80,7 @@ def tp_problem(m: ModelConfig, tp: int) -> str:
 
 
 def compute(m: ModelConfig, dtype: str, gpu_memory_mib: int, gpu_count: int, max_model_len: int,
-            requested: bool, budget: Budget) -> Fit:
+            requested: bool, budget: Budget, mla_cache: bool = True) -> Fit:
     valid: List[int] = []
     invalid: List[Tuple[int, str]] = []
     for tp in range(1, gpu_count + 1):
@@ -92,7 +92,7 @@ def compute(m: ModelConfig, dtype: str, gpu_memory_mib: int, gpu_count: int, max
         weights = weight_bytes_per_gpu(m, dtype, tp)
         overhead = budget.overhead_mib * MIB + activation_bytes_per_gpu(m, dtype, tp, budget.batched_tokens,
                                                                       budget.max_num_seqs)
-        per_token = kv_bytes_per_token(m, dtype, tp)
+        per_token = kv_bytes_per_token(m, dtype, tp, mla_cache)
         free = usable - weights - overhead
         options.append(Option(tp, usable, weights, overhead, per_token, free // per_token if free > 0 else 0))
     chosen = next((o for o in options if o.tokens >= max_model_len), None)

@@ -84,17 +84,24 @@ def weight_bytes_per_gpu(m: ModelConfig, dtype: str, tp: int) -> int:
     return int(sharded / tp + p.replicated * lb + p.other * b)
 
 
-def kv_bytes_per_token(m: ModelConfig, dtype: str, tp: int) -> int:
+def attention_head_size(m: ModelConfig, mla_cache: bool = True) -> int:
+    """Head size the attention kernel sees: an MLA model served without an MLA backend runs plain multi-head
+    attention over decompressed heads of qk_nope + qk_rope dims (V padded to that)."""
+    return m.head_dim if not m.mla or mla_cache else m.qk_nope_head_dim + m.qk_rope_head_dim
+
+
+def kv_bytes_per_token(m: ModelConfig, dtype: str, tp: int, mla_cache: bool = True) -> int:
     """KV cache per token on one rank: 2 (K and V) x layers x kv heads on the rank x head_dim x dtype bytes.
 
-    MLA caches one latent (kv_lora_rank + rope dims) per layer, the same on every rank. A rank holds
-    kv_heads/tp heads, or one replicated head when tp exceeds the KV heads (vLLM replicates them).
+    MLA caches one latent (kv_lora_rank + rope dims) per layer, the same on every rank; a release without an
+    MLA backend (mla_cache False) caches full K and V of every head. A rank holds kv_heads/tp heads, or one
+    replicated head when tp exceeds the KV heads (vLLM replicates them).
     """
     b = DTYPE_BYTES[dtype]
-    if m.mla:
+    if m.mla and mla_cache:
         return m.num_layers * ((m.kv_lora_rank or 0) + m.qk_rope_head_dim) * b
     heads = max(1, m.num_kv_heads // tp)
-    return 2 * m.num_layers * heads * m.head_dim * b
+    return 2 * m.num_layers * heads * attention_head_size(m, mla_cache) * b
 
 
 def activation_bytes_per_gpu(m: ModelConfig, dtype: str, tp: int, batched_tokens: int, max_num_seqs: int) -> int:

@@ -87,12 +87,16 @@ def shapes(cfg):
     return n * attn + mlp, v * h * (1 if tied else 2), n * repl
 
 
-def kv_per_token(cfg, dtype_bytes, tp):
+def kv_per_token(cfg, dtype_bytes, tp, mla_cache):
+    """mla_cache: the release has an MLA backend, so an MLA model caches its latent; else full heads of
+    qk_nope + qk_rope dims."""
     n = cfg["num_hidden_layers"]
-    if "kv_lora_rank" in cfg:
+    if "kv_lora_rank" in cfg and mla_cache:
         return n * (cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"]) * dtype_bytes
     heads = cfg["num_attention_heads"]
     hd = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    if "kv_lora_rank" in cfg:
+        hd = cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"]
     kv = cfg.get("num_key_value_heads", heads)
     return 2 * n * max(1, kv // tp) * hd * dtype_bytes
 
@@ -111,7 +115,7 @@ def valid_tp(cfg, tp):
     return True
 
 
-def tokens_that_fit(cfg, dtype, memory_mib, tp):
+def tokens_that_fit(cfg, dtype, memory_mib, tp, mla_cache):
     b = {"float16": 2, "bfloat16": 2, "float32": 4}[dtype]
     linear, embed, repl = shapes(cfg)
     lb = bytes_per_linear_weight(cfg, b)
@@ -121,7 +125,7 @@ def tokens_that_fit(cfg, dtype, memory_mib, tp):
     inter = cfg.get("moe_intermediate_size", cfg["intermediate_size"]) * cfg["num_experts_per_tok"] if experts else cfg["intermediate_size"]
     activations = mem["batched_tokens"] * (2 * inter // tp + 4 * cfg["hidden_size"]) * b + 2 * mem["max_num_seqs"] * (cfg["vocab_size"] // tp) * 4
     usable = memory_mib * MIB * mem["gpu_memory_utilization"]
-    return (usable - weights - mem["overhead_mib"] * MIB - activations) / kv_per_token(cfg, b, tp)
+    return (usable - weights - mem["overhead_mib"] * MIB - activations) / kv_per_token(cfg, b, tp, mla_cache)
 
 
 # ------------------------------------------------------------------------------------------ expected verdicts
@@ -185,7 +189,9 @@ def expected(cfg, hw, rel, rel_version, profile):
         e["ids"].add("preflight-fit-skipped")
         return e, None
     want = cfg["max_position_embeddings"]
-    room = {tp: tokens_that_fit(cfg, dtype, memory, tp) for tp in range(1, count + 1) if valid_tp(cfg, tp)}
+    attention = rel.get("attention", {})
+    latent = not attention or any(a.get("mla") for a in attention.values())
+    room = {tp: tokens_that_fit(cfg, dtype, memory, tp, latent) for tp in range(1, count + 1) if valid_tp(cfg, tp)}
     return e, (want, room)
 
 
