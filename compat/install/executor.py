@@ -179,9 +179,28 @@ def restore(installer: str, t: Target, snapshot: Sequence[str], workdir: Path, p
 
 
 # -- dry run ------------------------------------------------------------------------------------------------
-def dry_run(installer: str, step: Step, workdir: Path) -> Dict[str, Tuple[Optional[str], Optional[str]]]:
-    """name -> (version removed, version installed) that the installer's own resolution would change."""
+def temporary_pip(t: Target, workdir: Path, progress: Progress) -> List[str]:
+    """A pip with --uploaded-prior-to for a target whose own pip predates it (a stock `python -m venv` ships pip
+    23.x): the newer pip's wheel downloaded into `workdir` and run from the wheel with the target interpreter (pip
+    runs from its wheel), so the dry run leaves the target, its pip included, unchanged."""
+    from .planner import _pip_cutoff_version
+
+    dest = workdir / "pip-wheel"
+    _run([t.python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", str(dest),
+          f"pip>={_pip_cutoff_version()}"], progress, f"fetch pip >= {_pip_cutoff_version()} for the dry run")
+    wheels = sorted(dest.glob("pip-*.whl"))
+    if not wheels:
+        raise InstallFailed(f"no pip >= {_pip_cutoff_version()} wheel was downloaded for the dry run")
+    return [t.python, str(wheels[-1] / "pip")]
+
+
+def dry_run(installer: str, step: Step, workdir: Path,
+            pip: Optional[Sequence[str]] = None) -> Dict[str, Tuple[Optional[str], Optional[str]]]:
+    """name -> (version removed, version installed) that the installer's own resolution would change; `pip` runs
+    pip's steps instead of `python -m pip` (temporary_pip)."""
     argv = list(step.argv)
+    if pip and argv[1:3] == ["-m", "pip"]:
+        argv = list(pip) + argv[3:]
     changes: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
     if installer == "uv":
         out = subprocess.run(argv[:3] + ["--dry-run"] + argv[3:], capture_output=True, text=True, cwd=workdir,
@@ -274,6 +293,25 @@ def post_check(plan: Plan, t: Target, hardware_file: Optional[str]) -> List[Find
     return run_checks(env, resolve(prof, env), os.environ)
 
 
+def first_use_check(plan: Plan, t: Target, hardware_file: Optional[str]) -> List[str]:
+    """What first use would trip over in the target env (first_use.py): empty when vllm, triton's build path, the
+    attention backend compat picks there, flash-attn (when planned) and, on a real GPU, torch's CUDA libraries load."""
+    from ..choose import resolve
+    from ..detect import detect
+    from ..detect.model import Environment
+    from ..detect.software import detect_software
+    from ..profiles import select_profile
+    from . import first_use
+
+    hw = detect(hardware_file).hardware
+    env = Environment(hardware=hw, software=detect_software(_fresh_path(t)), hardware_file=hardware_file)
+    prof, _ = select_profile([g.sm for g in hw.gpus], os.environ)
+    backend = resolve(prof, env).attention_backend
+    gpu = hardware_file is None and bool(hw.gpus)  # a --hardware machine is described, not here to load CUDA on
+    wanted = first_use.checks(backend.name if backend else None, bool(plan.flash_attn), gpu)
+    return [f.describe() for f in first_use.run(t.python, wanted)]
+
+
 @dataclass(frozen=True)
 class Outcome:
     acted: bool
@@ -314,6 +352,13 @@ def execute(plan: Plan, t: Target, installer: str, yes: bool, hardware_file: Opt
             bad = [f for f in findings if f.id == "plan-mismatch"]
             if bad:
                 raise InstallFailed(f"after installing, the environment does not match the plan: {bad[0].message}")
+            progress("compat install: first use (imports vllm, triton's build path, the attention backend"
+                     + (", flash-attn" if plan.flash_attn else "") + " in the target env)")
+            start = time.monotonic()
+            missing = first_use_check(plan, t, hardware_file)
+            if missing:
+                raise InstallFailed("the installed set fails on first use: " + "; ".join(missing))
+            progress(f"  ok first use ({time.monotonic() - start:.1f} s)")
         except (InstallFailed, CompatError, OSError, subprocess.SubprocessError) as exc:
             progress(f"compat install: FAILED: {exc}")
             progress("compat install: restoring the snapshot")
@@ -334,7 +379,12 @@ def _dry(plan: Plan, t: Target, installer: str, steps: List[Step], work: Path, p
             continue
         if step.verify:
             progress(f"compat install (dry run): resolving with {installer}")
-            changes = dry_run(installer, step, work)
+            pip = None
+            if installer == "pip" and not pip_has_cutoff(t):
+                progress(f"  the target's pip {t.pip} has no --uploaded-prior-to; --yes upgrades it first (the "
+                         "snapshot covers it); this dry run uses a newer pip from a temporary wheel")
+                pip = temporary_pip(t, work, progress)
+            changes = dry_run(installer, step, work, pip)
             problems = verify(plan, changes, installed_versions(t))
             for name in ("vllm", "torch", "transformers"):
                 if name in changes:
