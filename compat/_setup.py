@@ -17,9 +17,10 @@ from .detect import Environment, detect
 from .errors import CompatError
 from .findings import Finding, errors
 from .profiles import select_profile
+from .switches import OPT_IN, Switches
 
 JSON_SCHEMA_VERSION = 1
-SWITCHES = ("hidden_states", "fp8", "hf_dtype")
+SWITCHES = OPT_IN
 # switches whose default the profile decides (hf_dtype: on where bfloat16 is refused): "off" is a decision to keep
 HF_DTYPE = "hf_dtype"
 _KEY_PREFIXES = ("COMPAT_", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
@@ -101,30 +102,13 @@ def _patch_dict(p: Any) -> Dict[str, Any]:
     return {"id": getattr(p, "id", str(p)), "status": getattr(p, "status", "unknown")}
 
 
-def _switch_values(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> Dict[str, Any]:
-    """Opt-in patch sets: from setup(...) arguments, else from env (so spawned workers inherit them)."""
-    out: Dict[str, Any] = {}
-    for s in SWITCHES:
-        v = kwargs.get(s)
-        if v is None:
-            raw = environ.get(f"COMPAT_{s.upper()}")
-            if s == HF_DTYPE and raw is not None and raw.strip():
-                v = raw.strip().lower() not in ("0", "false", "no", "off", "none")
-            else:
-                v = None if raw in (None, "", "0", "false", "off") else raw
-        if s == HF_DTYPE and v is not None:
-            out[s] = v not in (False, 0) and str(v).strip().lower() not in ("0", "false", "no", "off", "none")
-        elif v not in (None, False):
-            out[s] = v
-    return out
-
-
 def build_report(hardware: Optional[str] = None, profile: Optional[str] = None, dtype: Optional[str] = None,
                  fp8: Optional[Any] = None, environ: Mapping[str, str] = os.environ,
                  export: bool = False, patches: bool = False, switches: Optional[Dict[str, Any]] = None,
                  vllm_version: Optional[str] = None) -> Report:
     """Everything doctor and setup() share; `export`/`patches` decide whether this process is changed."""
-    env = detect(hardware or environ.get("COMPAT_HARDWARE") or None, environ)  # COMPAT_HARDWARE=FILE: simulate
+    knobs = Switches.parse(environ, hardware=hardware)  # `hardware=''` is an error, COMPAT_HARDWARE='' is unset
+    env = detect(knobs.hardware, environ)  # COMPAT_HARDWARE=FILE: simulate
     prof, pfind = select_profile([g.sm for g in env.hardware.gpus], environ, requested=profile)
     want_fp8 = None if fp8 in (None, False) else True
     resolved = resolve(prof, env, dtype=dtype, fp8=want_fp8)
@@ -176,9 +160,9 @@ def setup(profile: Optional[str] = None, hardware: Optional[str] = None, strict:
     with _lock:
         rep = _last.get(key)
         if rep is None:
-            sw = _switch_values({"hidden_states": hidden_states, "fp8": fp8, HF_DTYPE: hf_dtype}, os.environ)
-            if sw.get("fp8") is not None and str(sw["fp8"]) not in ("block", "1", "True", "true", "on"):
-                raise CompatError(f"fp8={sw['fp8']!r} is not supported; use fp8='block'")
+            # the switches from keywords, else from env (so spawned workers inherit them); CompatError on a
+            # malformed one (compat.switches: the one vocabulary every command reads them with)
+            sw = Switches.parse(os.environ, hidden_states=hidden_states, fp8=fp8, hf_dtype=hf_dtype).opt_ins()
             rep = build_report(hardware, profile, dtype, sw.get("fp8"), os.environ, export=True,
                                patches=patches, switches=sw)
             # workers started later inherit the opt-in switches through the environment; exported like the

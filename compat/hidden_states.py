@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from compat.errors import CompatError
+from compat.switches import Switches
 
 ENV_SWITCH = "COMPAT_HIDDEN_STATES"  # 1/true/on/last -> last prompt position; all_prompt -> every prompt position
 ENV_PROMPT = "COMPAT_HIDDEN_STATES_PROMPT"  # last | all (overrides the prompt part of ENV_SWITCH)
 ENV_DECODE_LIMIT = "COMPAT_HIDDEN_STATES_DECODE_LIMIT"  # keep only the last k decode rows per sequence; 0 = all
 
-_ON = ("1", "true", "on", "yes", "last")
-_OFF = ("", "0", "false", "off", "no")
-_ALL = ("all", "all_prompt")
 
 
 @dataclass(frozen=True)
@@ -32,35 +30,12 @@ class Settings:
 
 
 def settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
-    """The switch as the environment states it (read by each process when the set is applied / a worker starts)."""
-    env = os.environ if environ is None else environ
-    raw = env.get(ENV_SWITCH, "").strip().lower()
-    if raw in _OFF:
-        enabled, all_prompt = False, False
-    elif raw in _ON:
-        enabled, all_prompt = True, False
-    elif raw in _ALL:
-        enabled, all_prompt = True, True
-    else:
-        raise CompatError(f"{ENV_SWITCH}={raw!r}: use 1 (last prompt position), all_prompt, or 0")
-    prompt = env.get(ENV_PROMPT, "").strip().lower()
-    if prompt in _ALL:
-        all_prompt = True
-    elif prompt == "last":
-        all_prompt = False
-    elif prompt:
-        raise CompatError(f"{ENV_PROMPT}={prompt!r}: use last or all")
-    limit_raw = env.get(ENV_DECODE_LIMIT, "").strip()
-    limit: Optional[int] = None
-    if limit_raw:
-        try:
-            limit = int(limit_raw)
-        except ValueError:
-            limit = -1
-        if limit < 0:
-            raise CompatError(f"{ENV_DECODE_LIMIT}={limit_raw!r}: use a whole number >= 0 (0 keeps every row)")
-        limit = limit or None
-    return Settings(enabled=enabled, all_prompt=all_prompt, decode_limit=limit)
+    """The switch as the environment states it (read by each process when the set is applied / a worker starts).
+
+    Parsed by compat.switches, the one reader of every COMPAT_* knob: CompatError on a malformed value."""
+    sw = Switches.parse(environ)
+    return Settings(enabled=sw.hidden_states, all_prompt=sw.hidden_states_all_prompt,
+                    decode_limit=sw.hidden_states_decode_limit)
 
 
 def configure(all_prompt: Optional[bool] = None, decode_limit: Optional[int] = None) -> Settings:

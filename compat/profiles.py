@@ -14,6 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from ._toml import load_toml
 from .errors import CompatError
 from .findings import Finding
+from .switches import Switches
 
 _HERE = Path(__file__).resolve().parent
 DTYPES = ("float16", "bfloat16", "float32")
@@ -58,7 +59,7 @@ def profile_dirs(environ: Mapping[str, str] = os.environ) -> List[Path]:
     """Shipped directory first, then user directories, so user profiles win by name."""
     shipped = _HERE / "profiles"
     dirs = [shipped if shipped.is_dir() else _HERE.parent / "profiles"]
-    for d in filter(None, environ.get("COMPAT_PROFILE_PATH", "").split(os.pathsep)):
+    for d in Switches.parse(environ).profile_path:
         p = Path(d).expanduser()
         if not p.is_dir():
             raise CompatError(f"COMPAT_PROFILE_PATH names {p}, which is not a directory; fix or unset it")
@@ -147,7 +148,7 @@ def select_profile(sms: Sequence[int], environ: Mapping[str, str] = os.environ,
     gets the nearest lower profile plus a warning; a GPU older than sm70 an error.
     """
     profiles = load_profiles(environ)
-    name = requested or environ.get("COMPAT_PROFILE")
+    name = requested or Switches.parse(environ).profile
     findings: List[Finding] = []
     if name:
         p = get_profile(name, environ)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from compat.errors import CompatError
 from compat.patches import engine
 from compat.patches.engine import Patch, PatchError, PatchSet, fingerprint_source
 from compat.patches.source import Edit, SourceEditError, source_edit
@@ -387,7 +388,7 @@ def test_explicit_set_for_another_release_raises(toy):
         engine.activate({}, explicit={"toyset"}, sets=[check_set(pkg, versions=">=2.0")])
 
 
-@pytest.mark.parametrize("value", ["toyset.check", "toyset", "all", "other, toyset.check"])
+@pytest.mark.parametrize("value", ["toyset.check", "toyset", "all", "ALL", "TOYSET", "toyset, toyset.check"])
 def test_kill_switch(toy, monkeypatch, value):
     pkg = toy({"mod": CHECK})
     mod = __import__(f"{pkg}.mod", fromlist=["x"])
@@ -398,6 +399,17 @@ def test_kill_switch(toy, monkeypatch, value):
         mod.check(4, 2)
     (row,) = engine.status(sets=[check_set(pkg)])
     assert row.status == "disabled" and value in row.reason
+
+
+@pytest.mark.parametrize("value", ["other", "toyset.chek", "toyset,nope", "al"])
+def test_kill_switch_naming_nothing_known_is_an_error_listing_the_valid_ones(toy, monkeypatch, value):
+    """A typo must not leave every patch on without a word (issue 14)."""
+    pkg = toy({"mod": CHECK})
+    monkeypatch.setenv("COMPAT_DISABLE_PATCHES", value)
+    with pytest.raises(CompatError, match=r"unknown patch id or set name .*valid: all, toyset \(toyset.check\)"):
+        engine.activate({}, sets=[check_set(pkg)])
+    with pytest.raises(CompatError, match="unknown patch id"):
+        engine.status(sets=[check_set(pkg)])
 
 
 def test_kill_switch_on_one_patch_applies_the_rest(toy, monkeypatch):

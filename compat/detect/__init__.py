@@ -13,8 +13,9 @@ import threading
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from ..errors import CompatError
 from ..findings import Finding
+from ..switches import PROBE_TIMEOUT_S as DEFAULT_PROBE_TIMEOUT_S
+from ..switches import Switches
 from . import fallback, nvml
 from ._timeout import ProbeTimeout, call_with_timeout
 from .model import GPU, Environment, Hardware, Software
@@ -23,20 +24,13 @@ from .visible import visible_gpus
 
 __all__ = ["GPU", "Hardware", "Software", "Environment", "detect", "detect_hardware", "clear_cache"]
 
-PROBE_TIMEOUT_S = 10.0  # default deadline of each probe; COMPAT_PROBE_TIMEOUT=seconds overrides it
+PROBE_TIMEOUT_S = DEFAULT_PROBE_TIMEOUT_S  # default deadline of each probe; COMPAT_PROBE_TIMEOUT=seconds overrides it
 
 
 def _probe_timeout(env: Mapping[str, str]) -> float:
-    raw = env.get("COMPAT_PROBE_TIMEOUT")
-    if raw is None:
-        return PROBE_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise CompatError(f"COMPAT_PROBE_TIMEOUT={raw!r} must be a positive number of seconds; fix or unset it")
-    return value
+    value = Switches.parse(env).get("probe_timeout")  # CompatError (exit 2) on a non-finite or non-positive value
+    return PROBE_TIMEOUT_S if value is None else float(value)
+
 CACHE_VERSION = 1
 
 _lock = threading.Lock()
@@ -112,7 +106,7 @@ def detect_hardware(env: Mapping[str, str] = os.environ) -> Hardware:
 
 
 def _nvml_forced(env: Mapping[str, str]) -> bool:
-    return env.get("COMPAT_FORCE_NVML") == "1"
+    return Switches.parse(env).force_nvml
 
 
 def _fallback(proc_driver: Optional[str], findings: List[Finding], timeout: float) -> Hardware:
@@ -141,7 +135,7 @@ def _fallback(proc_driver: Optional[str], findings: List[Finding], timeout: floa
 
 
 def _cache_path(proc_driver: Optional[str], env: Mapping[str, str]) -> Optional[Path]:
-    if env.get("COMPAT_NO_CACHE") == "1" or proc_driver is None:
+    if proc_driver is None or Switches.parse(env).no_cache:
         return None
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()

@@ -30,7 +30,6 @@ log = logging.getLogger("compat")
 
 DISABLE_ENV = "COMPAT_DISABLE_PATCHES"
 STATUSES = ("applies", "applied", "not-applicable", "refused", "disabled")
-_FALSE = ("", "0", "false", "no", "off", "none")
 
 
 class PatchError(RuntimeError):
@@ -273,30 +272,65 @@ def registry() -> Tuple[PatchSet, ...]:
     return all_sets()
 
 
-def disabled_ids(switches: Optional[Mapping[str, object]] = None) -> frozenset:
-    """Patch ids / set names switched off by COMPAT_DISABLE_PATCHES (comma or space separated, or `all`)."""
-    items = os.environ.get(DISABLE_ENV, "").replace(",", " ").split()
+def known_ids(sets: Optional[Sequence[PatchSet]] = None) -> Dict[str, Tuple[str, ...]]:
+    """Set name -> its patch ids: what COMPAT_DISABLE_PATCHES may name."""
+    return {ps.name: tuple(p.id for p in ps.patches) for ps in (registry() if sets is None else sets)}
+
+
+def disabled_ids(switches: Optional[Mapping[str, object]] = None,
+                 sets: Optional[Sequence[PatchSet]] = None) -> frozenset:
+    """Patch ids / set names switched off by COMPAT_DISABLE_PATCHES (comma or space separated, or `all`, any case)
+    plus a `disable_patches` entry of `switches`. CompatError naming the valid ones on an unknown token."""
+    from ..switches import Switches
+
+    known = known_ids(sets)
+    tokens = Switches.parse(os.environ).disabled(known)
     extra = (switches or {}).get("disable_patches")
-    if isinstance(extra, str):
-        items += extra.replace(",", " ").split()
-    elif extra:
-        items += [str(x) for x in extra]  # type: ignore[union-attr]
-    return frozenset(i.strip() for i in items if i.strip())
+    if extra:
+        tokens |= Switches.parse({}, disable_patches=extra).disabled(known)
+    return tokens
 
 
 def is_disabled(ps: PatchSet, patch: Patch, disabled: frozenset) -> bool:
-    return "all" in disabled or ps.name in disabled or patch.id in disabled
+    return "all" in disabled or ps.name.lower() in disabled or patch.id.lower() in disabled
 
 
 def switch_on(ps: PatchSet, switches: Optional[Mapping[str, object]] = None) -> bool:
-    """Auto sets are always on; opt-in sets when setup(<switch>=...) or COMPAT_<SWITCH> says so."""
+    """Auto sets are always on; opt-in sets when setup(<switch>=...) or COMPAT_<SWITCH> says so (compat.switches
+    reads both, with one vocabulary)."""
     if ps.switch is None:
         return True
-    switches = switches or {}
-    value = switches[ps.switch] if ps.switch in switches else os.environ.get("COMPAT_" + ps.switch.upper())
-    if isinstance(value, str):
-        return value.strip().lower() not in _FALSE
-    return bool(value)
+    from .. import switches as sw
+
+    given = switches or {}
+    if ps.switch in given:
+        value = given[ps.switch]
+        if value is None:
+            return False
+        if ps.switch == "fp8":
+            return sw.parse_fp8(ps.switch, value) is not None
+        if ps.switch == "hidden_states":
+            return sw.parse_hidden(ps.switch, value)[0]
+        return sw.parse_bool(ps.switch, value)
+    return sw.current().opt_in(ps.switch)
+
+
+def decide(ps: PatchSet, version: Optional[str], switches: Mapping[str, object], explicit: bool,
+           disabled: frozenset) -> Tuple[str, str]:
+    """The one answer to "does this set apply here": ("applies", "") or (status, why not) with a status of
+    STATUSES. Shared by activation (_wanted) and status(), so what doctor shows is what the hook does."""
+    if version is None:
+        return "not-applicable", f"{ps.package} is not installed"
+    if not versions.in_spec(version, ps.versions):
+        return "not-applicable", f"{ps.package} {version} is outside {ps.versions}"
+    if ps.switch is not None and not explicit and not switch_on(ps, switches):
+        return "disabled", f"opt-in: enable with compat.setup({ps.switch}=...) or COMPAT_{ps.switch.upper()}=1"
+    live = [p for p in ps.patches if p.fits(version)]
+    if ps.patches and not live:
+        return "not-applicable", f"no patch of {ps.name} is for {ps.package} {version}"
+    if live and all(is_disabled(ps, p, disabled) for p in live):
+        return "disabled", f"{DISABLE_ENV}={os.environ.get(DISABLE_ENV, '') or 'set by setup()'}"
+    return "applies", ""
 
 
 def installed_version(package: str) -> Optional[str]:
@@ -331,7 +365,7 @@ def apply_set(ps: PatchSet, *, explicit: bool = False, disabled: Optional[frozen
     Failures roll back what this call installed; they raise PatchError when `explicit` (the user named the set),
     else log a warning and record a Refusal.
     """
-    disabled = disabled_ids() if disabled is None else disabled
+    disabled = disabled_ids(sets=[ps]) if disabled is None else disabled
     with _lock:
         if ps.name in _applied:
             return True
@@ -380,18 +414,13 @@ def apply_set(ps: PatchSet, *, explicit: bool = False, disabled: Optional[frozen
 def _wanted(ps: PatchSet, cfg: _Config, disabled: frozenset) -> bool:
     """Whether `ps` should be applied under `cfg` to the installed release; PatchError for explicit misfits."""
     explicit = ps.name in cfg.explicit
-    if not explicit and not switch_on(ps, cfg.switches):
-        return False
     version = installed_version(ps.package)
-    if not versions.in_spec(version, ps.versions):
-        if explicit:
-            raise PatchError(f"patch set {ps.name} is for {ps.package}{ps.versions}; installed: {version}")
-        return False
-    if all(is_disabled(ps, p, disabled) or not p.fits(version) for p in ps.patches):
-        if explicit:
-            log.warning("compat: patch set %s was asked for but %s disables it", ps.name, DISABLE_ENV)
-        return False
-    return True
+    state, reason = decide(ps, version, cfg.switches, explicit, disabled)
+    if state == "not-applicable" and explicit:
+        raise PatchError(f"patch set {ps.name} is for {ps.package}{ps.versions}; installed: {version}")
+    if state == "disabled" and explicit:
+        log.warning("compat: patch set %s was asked for but %s disables it", ps.name, DISABLE_ENV)
+    return state == "applies"
 
 
 def apply_for(module: str) -> List[str]:
@@ -408,7 +437,11 @@ def apply_for(module: str) -> List[str]:
         cfg = _config
         if cfg is None:
             return []
-        disabled = disabled_ids(cfg.switches)
+        try:
+            disabled = disabled_ids(cfg.switches, cfg.sets)
+        except Exception as exc:  # changed since activate() checked it; never fail the user's import
+            log.error("compat: %s; no patch set applied", exc)
+            return []
         done = []
         for ps in cfg.sets if cfg.sets is not None else registry():
             if ps.module == module and _wanted(ps, cfg, disabled):
@@ -434,6 +467,7 @@ def activate(switches: Optional[Mapping[str, object]] = None, explicit: Iterable
         from ..errors import CompatError
 
         raise CompatError(f"unknown patch set(s) {', '.join(unknown)}; known: {', '.join(ps.name for ps in known)}")
+    disabled_ids(switches, known)  # CompatError now, at setup(), for a kill switch naming nothing known
     with _lock:
         _config = _Config(dict(switches or {}), frozenset(explicit), tuple(sets) if sets is not None else None)
         modules = {ps.module for ps in known}
@@ -481,10 +515,11 @@ def status(vllm_version: Optional[str] = None, switches: Optional[Mapping[str, o
         versions.parse(vllm_version, "vLLM version")
     cfg = _config
     switches = dict(cfg.switches if cfg and switches is None else switches or {})
-    disabled = disabled_ids(switches)
     explicit = cfg.explicit if cfg else frozenset()
+    chosen = sets if sets is not None else (cfg.sets if cfg and cfg.sets is not None else registry())
+    disabled = disabled_ids(switches, chosen)
     out: List[PatchStatus] = []
-    for ps in sets if sets is not None else (cfg.sets if cfg and cfg.sets is not None else registry()):
+    for ps in chosen:
         installed = installed_version(ps.package)
         given = vllm_version if (vllm_version is not None and ps.package == "vllm") else None
         version = given or installed
@@ -493,8 +528,9 @@ def status(vllm_version: Optional[str] = None, switches: Optional[Mapping[str, o
         with _lock:
             undos = {u.patch_id: u for u in _applied.get(ps.name, ())} if here else {}
             refusal = _refusals.get(ps.name) if here else None
+        state, why = decide(ps, version, switches, ps.name in explicit, disabled)
         for p in ps.patches:
-            def row(state: str, reason: str = "") -> PatchStatus:
+            def row(state: str, reason: str = "", p: Patch = p) -> PatchStatus:
                 return PatchStatus(p.id, ps.name, p.versions or ps.versions, state, reason, p.target)
 
             if p.id in undos:
@@ -502,17 +538,12 @@ def status(vllm_version: Optional[str] = None, switches: Optional[Mapping[str, o
                 out.append(row("applied", f"applied in this process ({how})"))
             elif is_disabled(ps, p, disabled):
                 out.append(row("disabled", f"{DISABLE_ENV}={os.environ.get(DISABLE_ENV, '') or 'set by setup()'}"))
-            elif version is None:
-                out.append(row("not-applicable", f"{ps.package} is not installed"))
-            elif not versions.in_spec(version, ps.versions):
-                out.append(row("not-applicable", f"{ps.package} {version} is outside {ps.versions}"))
+            elif state != "applies":
+                out.append(row(state, why))
             elif not p.fits(version):
                 out.append(row("not-applicable", f"{ps.package} {version} is outside this patch's {p.versions}"))
             elif refusal is not None:
                 out.append(row("refused", refusal.reason))
-            elif ps.switch is not None and ps.name not in explicit and not switch_on(ps, switches):
-                out.append(row("disabled", f"opt-in: enable with compat.setup({ps.switch}=...) or "
-                                           f"COMPAT_{ps.switch.upper()}=1"))
             else:
                 reason = ""
                 if here and (verify or p.target.partition(":")[0] in sys.modules):

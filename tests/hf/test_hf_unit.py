@@ -87,7 +87,9 @@ def test_a_patch_range_must_be_a_specifier():
     ({"hf_dtype": "no"}, {"COMPAT_HF_DTYPE": "1"}, {"hf_dtype": False}),
 ])
 def test_hf_dtype_switch_values(kwargs, environ, want):
-    assert _setup._switch_values(kwargs, environ) == want
+    from compat.switches import Switches  # the one reader of every knob (issue 14)
+
+    assert Switches.parse(environ, **kwargs).opt_ins() == want
 
 
 @pytest.mark.parametrize("fixture,on", [("v100-sxm2", True), ("t4-driver470", True), ("a100-sxm4", False),
