@@ -17,17 +17,19 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (loaded on first attribute access)
 _LAZY = {
-    "setup": "._setup", "revert": "._setup", "current": "._setup", "vllm_kwargs": "._setup",
-    "hf_kwargs": "._setup", "Report": "._setup", "Finding": ".findings", "CompatError": ".errors",
+    "setup": "._setup", "revert": "._setup", "current": "._setup", "vllm_kwargs": ".kwargs",
+    "hf_kwargs": ".kwargs", "Report": ".report.model", "Finding": ".findings", "CompatError": ".errors",
     "ray_runtime_env": ".integrations.ray",
 }
 __all__ = [*_LAZY, "__version__"]
 
 if TYPE_CHECKING:
-    from ._setup import Report, current, hf_kwargs, revert, setup, vllm_kwargs  # noqa: F401
+    from ._setup import current, revert, setup  # noqa: F401
     from .errors import CompatError  # noqa: F401
     from .findings import Finding  # noqa: F401
     from .integrations.ray import ray_runtime_env  # noqa: F401
+    from .kwargs import hf_kwargs, vllm_kwargs  # noqa: F401
+    from .report.model import Report  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -6,7 +6,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, MutableMapping, Tuple
+from typing import Dict, Iterable, List, Mapping, MutableMapping, Tuple
 
 from ..findings import Finding
 
@@ -26,6 +26,14 @@ def redact(name: str, value: str) -> str:
     return "***" if _SECRET.search(name) else value
 
 
+def keeps_user_value(name: str, value: str, environ: Mapping[str, str]) -> bool:
+    """The one rule for "export or keep": a value the user set to something else is theirs. A value compat exported
+    itself in this process is not the user's (a later setup() may update it). Used by setup()/doctor and by
+    `compat env` / ray_runtime_env / verl-overrides (compat/integrations/shell.py)."""
+    current = environ.get(name)
+    return not (current is None or current == value or _ours.get(name) == current)
+
+
 def _split(wanted: Iterable[Tuple[str, str, str]], environ: MutableMapping[str, str]) -> EnvResult:
     """Which of (name, value, reason) compat may set here, and which the user already set otherwise."""
     done: List[Tuple[str, str]] = []
@@ -33,9 +41,10 @@ def _split(wanted: Iterable[Tuple[str, str, str]], environ: MutableMapping[str, 
     findings: List[Finding] = []
     for name, value, reason in wanted:
         current = environ.get(name)
-        if current is None or current == value or _ours.get(name) == current:
+        if not keeps_user_value(name, value, environ):
             done.append((name, value))
         else:
+            assert current is not None
             kept.append((name, current, value))
             findings.append(Finding(
                 "env-conflict", "warning",

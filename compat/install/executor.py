@@ -19,12 +19,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import versions
 from ..errors import CompatError
 from ..findings import Finding
 from .planner import Plan, Step
+
+if TYPE_CHECKING:
+    from ..choose import Resolved
+    from ..detect.model import Environment
 
 Progress = Callable[[str], None]
 _PROBE = r"""
@@ -277,37 +281,37 @@ def _fresh_path(t: Target) -> List[str]:
     return list(probe(t.python).path)
 
 
-def post_check(plan: Plan, t: Target, hardware_file: Optional[str]) -> List[Finding]:
-    """Doctor's checks on the target environment's installed metadata (nothing is imported)."""
-    from ..choose import resolve
-    from ..detect import detect
+def _target(t: Target, hardware_file: Optional[str]) -> Tuple[Environment, Resolved]:
+    """The target environment (this machine, its installed metadata) resolved by the same machine -> profile
+    pipeline doctor and setup() use (compat/pipeline.py)."""
+    from .. import pipeline
     from ..detect.model import Environment
     from ..detect.software import detect_software
-    from ..profiles import select_profile
-    from ..report.checks import run_checks
+    from ..switches import Switches
 
-    hw = detect(hardware_file).hardware
-    sw = detect_software(_fresh_path(t))
-    env = Environment(hardware=hw, software=sw, hardware_file=hardware_file)
-    prof, _ = select_profile([g.sm for g in hw.gpus], os.environ)
-    return run_checks(env, resolve(prof, env), os.environ)
+    knobs = Switches.parse(os.environ, hardware=hardware_file)
+    hw = pipeline.machine(knobs).hardware
+    env = Environment(hardware=hw, software=detect_software(_fresh_path(t)), hardware_file=hardware_file)
+    return env, pipeline.resolve(env, pipeline.request(knobs))
+
+
+def post_check(plan: Plan, t: Target, hardware_file: Optional[str]) -> List[Finding]:
+    """Doctor's checks on the target environment's installed metadata (nothing is imported)."""
+    from ..checks import run_checks
+    from .check import plan_mismatch
+
+    env, r = _target(t, hardware_file)
+    return run_checks(env, r, os.environ) + plan_mismatch(env, r, os.environ)
 
 
 def first_use_check(plan: Plan, t: Target, hardware_file: Optional[str]) -> List[str]:
     """What first use would trip over in the target env (first_use.py): empty when vllm, triton's build path, the
     attention backend compat picks there, flash-attn (when planned) and, on a real GPU, torch's CUDA libraries load."""
-    from ..choose import resolve
-    from ..detect import detect
-    from ..detect.model import Environment
-    from ..detect.software import detect_software
-    from ..profiles import select_profile
     from . import first_use
 
-    hw = detect(hardware_file).hardware
-    env = Environment(hardware=hw, software=detect_software(_fresh_path(t)), hardware_file=hardware_file)
-    prof, _ = select_profile([g.sm for g in hw.gpus], os.environ)
-    backend = resolve(prof, env).attention_backend
-    gpu = hardware_file is None and bool(hw.gpus)  # a --hardware machine is described, not here to load CUDA on
+    env, r = _target(t, hardware_file)
+    backend = r.attention_backend
+    gpu = hardware_file is None and bool(env.hardware.gpus)  # a --hardware machine is described, not here
     wanted = first_use.checks(backend.name if backend else None, bool(plan.flash_attn), gpu)
     return [f.describe() for f in first_use.run(t.python, wanted)]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import List, Mapping, Optional, Tuple
 
 from .._args import ArgumentParser
-from ..apply.env import redact
+from ..apply.env import keeps_user_value, redact
 from ..errors import CompatError
 
 SHELLS = ("bash", "fish", "dotenv")
@@ -47,7 +47,7 @@ def plan_exports(rep, environ: Mapping[str, str] = os.environ) -> Tuple[Export, 
             status = "bad-name"
         elif redact(name, value) != value:
             status = "secret"
-        elif user is not None and user != value:
+        elif keeps_user_value(name, str(value), environ):
             status = "kept"
         else:
             status = "export"
@@ -97,7 +97,7 @@ def render(rep, shell: str = "bash", environ: Mapping[str, str] = os.environ,
                          if b and b.option else ""))]
     plan = plan_exports(rep, environ)
     for name, value, reason in extra:
-        plan += (Export(name, value, reason, "export" if environ.get(name) in (None, value) else "kept",
+        plan += (Export(name, value, reason, "kept" if keeps_user_value(name, value, environ) else "export",
                         environ.get(name)),)
     for e in plan:
         if e.status == "export":
@@ -130,7 +130,7 @@ def parser() -> ArgumentParser:
 def run(argv: Optional[List[str]] = None) -> int:
     """Exit 0, or 1 when the report has error findings (the exports are printed either way), 2 on bad input."""
     args = parser().parse_args(argv)
-    from .._setup import build_report
+    from ..report.build import build_report
     rep = build_report(args.hardware, args.profile, environ=os.environ)
     extra: Tuple[Tuple[str, str, str], ...] = ()
     if args.profile:

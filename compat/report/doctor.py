@@ -8,7 +8,8 @@ import sys
 from typing import List, Optional
 
 from .._args import ArgumentParser
-from .._setup import Report, build_report
+from .build import build_report
+from .model import Report
 
 _MARK = {"error": "ERROR", "warning": "WARN ", "info": "info "}
 
