@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from .errors import CompatError
 
@@ -28,36 +28,81 @@ def _usage() -> str:
     return f"usage: python -m compat <command> [options]\n\ncommands:\n{rows}\n"
 
 
+def _guard_streams() -> None:
+    """Output can always be written: a closed stdout/stderr (`>&-`) becomes /dev/null (the exit status still
+    answers), and text the output encoding cannot carry (an ASCII locale) is escaped instead of raising."""
+    import io
+    import os
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+        elif isinstance(stream, io.TextIOWrapper):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
+
+
+def _say(text: str) -> None:
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr itself is closed or full: the exit status is all that is left
+
+
+def _silence_stdout() -> None:
+    """After stdout failed, point fd 1 at /dev/null so the interpreter's exit-time flush cannot fail again."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    _guard_streams()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write(_usage())
-        return 0 if argv else 2
+        return _finish(lambda: sys.stdout.write(_usage()) and (0 if argv else 2), "compat")
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
-        sys.stderr.write(f"compat: unknown command {cmd!r}\n{_usage()}")
+        _say(f"compat: unknown command {cmd!r}\n{_usage()}")
         return 2
     target, _ = COMMANDS[cmd]
     mod, func = target.split(":")
     try:
         fn = getattr(importlib.import_module(mod), func)
     except (ImportError, AttributeError):
-        sys.stderr.write(f"compat: command {cmd!r} is not available in this build\n")
+        _say(f"compat: command {cmd!r} is not available in this build\n")
         return 2
-    try:
-        return int(fn(rest) or 0)
-    except BrokenPipeError:  # `python -m compat plan | head -1`: the reader left; not an error of ours
-        import os
+    return _finish(lambda: int(fn(rest) or 0), f"compat {cmd}")
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush cannot fail again
+
+def _finish(run: Callable[[], int], who: str) -> int:
+    """Run a command with compat's exit contract: 0/1 its answer, 2 bad input or unwritable output (one line on
+    stderr), 141 a reader that left (`| head`), 130 Ctrl-C. Never a traceback for these."""
+    try:
+        code = run()
+        sys.stdout.flush()  # a full disk or /dev/full shows up here, not at interpreter exit
+        return code
+    except BrokenPipeError:  # `python -m compat plan | head -1`: the reader left; not an error of ours
+        _silence_stdout()
         return 141
     except CompatError as exc:
-        sys.stderr.write(f"compat {cmd}: error: {exc}\n")
+        _say(f"{who}: error: {' '.join(str(exc).split())}\n")
         return 2
     except SystemExit as exc:  # argparse: --help is 0, bad usage 2
         return exc.code if isinstance(exc.code, int) else 2
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # writing the answer failed: /dev/full, a closed or revoked terminal
+        _silence_stdout()
+        _say(f"{who}: error: cannot write the output ({exc.strerror or exc}); check where stdout goes\n")
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from ._toml import load_toml
 from .errors import CompatError
 from .findings import Finding
+from .schema import Table
 from .switches import Switches
 
 _HERE = Path(__file__).resolve().parent
@@ -67,52 +68,42 @@ def profile_dirs(environ: Mapping[str, str] = os.environ) -> List[Path]:
     return dirs
 
 
+FIX = "see profiles/README.md"
+
+
 def _parse(path: Path) -> Profile:
-    d = load_toml(path, what="profile")
-    where = str(path)
-
-    def need(table: Mapping, key: str, kind):
-        if key not in table:
-            raise CompatError(f"profile {where} lacks `{key}`; see profiles/README.md")
-        value = table[key]
-        if not isinstance(value, kind):
-            raise CompatError(f"profile {where}: `{key}` must be {kind.__name__}, got {value!r}")
-        return value
-
-    match = d.get("match", {})
-    s = need(d, "settings", dict)
-    dtype = need(s, "dtype", str)
+    """One typed schema per profile file: a wrong type or value is an error naming file, field and value."""
+    d = Table(load_toml(path, what="profile"), f"profile {path}", FIX)
+    d.only(("name", "description", "match", "settings", "env", "refuse"))
+    match, s, refuse = d.table("match"), d.table("settings"), d.table("refuse")
+    match.only(("sm_min", "sm_max", "cpu"))
+    s.only(("dtype", "hf_attn_implementation", "flash_attention_2", "attention", "fp8"))
+    refuse.only(("dtypes", "vllm", "fp8"))
+    if not d.has("settings"):
+        raise CompatError(f"profile {path} lacks `settings`; {FIX}")
+    dtype = s.text("dtype", required=True)
     if dtype not in DTYPES:
-        raise CompatError(f"profile {where}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    hf = need(s, "hf_attn_implementation", str)
+        raise s.error("dtype", dtype, f"one of {', '.join(DTYPES)}")
+    hf = s.text("hf_attn_implementation", required=True)
     if hf not in HF_ATTN:
-        raise CompatError(f"profile {where}: hf_attn_implementation {hf!r} is not one of {', '.join(HF_ATTN)}")
-    refuse = d.get("refuse", {})
-    def typed(table: Mapping, key: str, kind, default):
-        value = table.get(key, default)
-        if not isinstance(value, kind) or (kind is list and not all(isinstance(x, str) for x in value)):
-            raise CompatError(f"profile {where}: `{key}` must be {'a list of strings' if kind is list else kind.__name__}, "
-                              f"got {value!r}")
-        return value
-
+        raise s.error("hf_attn_implementation", hf, f"one of {', '.join(HF_ATTN)}")
     rules = []
-    for r in d.get("env", []):
-        rules.append(EnvRule(name=need(r, "name", str), value=need(r, "value", str),
-                             reason=typed(r, "reason", str, ""), names=tuple(typed(r, "names", list, [])),
-                             driver_below=typed(r, "driver_below", str, None) if "driver_below" in r else None,
-                             min_gpus=typed(r, "min_gpus", int, 1)))
-    cpu = bool(match.get("cpu", False))
-    if not cpu and ("sm_min" not in match or "sm_max" not in match):
-        raise CompatError(f"profile {where}: [match] needs sm_min and sm_max (or cpu = true)")
-    if not cpu:
-        typed(match, "sm_min", int, None), typed(match, "sm_max", int, None)
+    for r in d.tables("env"):
+        r.only(("name", "value", "reason", "names", "driver_below", "min_gpus"))
+        rules.append(EnvRule(name=r.text("name", required=True, nonempty=True), value=r.text("value", required=True),
+                             reason=r.text("reason", ""), names=r.strings("names"),
+                             driver_below=r.text("driver_below"), min_gpus=r.whole("min_gpus", 1, minimum=0)))
+    cpu = match.flag("cpu")
+    sm_min, sm_max = match.whole("sm_min", minimum=0), match.whole("sm_max", minimum=0)
+    if not cpu and (sm_min is None or sm_max is None):
+        raise CompatError(f"profile {path}: [match] needs sm_min and sm_max (or cpu = true); {FIX}")
     return Profile(
-        name=need(d, "name", str), description=d.get("description", ""), path=where, dtype=dtype,
-        hf_attn_implementation=hf, flash_attention_2=bool(s.get("flash_attention_2", False)),
-        attention=need(s, "attention", str), fp8=bool(s.get("fp8", False)),
-        sm_min=match.get("sm_min"), sm_max=match.get("sm_max"), cpu=cpu, env=tuple(rules),
-        refuse_dtypes=tuple(refuse.get("dtypes", ())), refuse_vllm=refuse.get("vllm"),
-        refuse_fp8=refuse.get("fp8", ""))
+        name=d.text("name", required=True, nonempty=True), description=d.text("description", ""), path=str(path),
+        dtype=dtype, hf_attn_implementation=hf, flash_attention_2=s.flag("flash_attention_2"),
+        attention=s.text("attention", required=True, nonempty=True), fp8=s.flag("fp8"),
+        sm_min=sm_min, sm_max=sm_max, cpu=cpu, env=tuple(rules),
+        refuse_dtypes=refuse.strings("dtypes", choices=DTYPES), refuse_vllm=refuse.text("vllm"),
+        refuse_fp8=refuse.text("fp8", ""))
 
 
 _loaded: Dict[Tuple[str, ...], Dict[str, Profile]] = {}
@@ -125,7 +116,7 @@ def load_profiles(environ: Mapping[str, str] = os.environ) -> Dict[str, Profile]
     if key not in _loaded:
         out: Dict[str, Profile] = {}
         for d in dirs:
-            for path in sorted(d.glob("*.toml")):
+            for path in sorted(d.glob("*.toml")):  # a FIFO or device named *.toml: an error, never a hang
                 p = _parse(path)
                 out[p.name] = p
         _loaded[key] = out

@@ -184,8 +184,8 @@ def test_backend_passed_as_engine_option_where_the_env_var_is_gone(tmp_path):
 @pytest.mark.parametrize("body,msg", [
     ('[driver]\nversion = "535.104.05"\ncuda = 12.2\n', "quoted dotted version"),
     ('[driver]\nversion = "535.104.05"\ncuda = "12.2"\n[[gpus]]\nname = "X"\ncompute_capability = "8.0"\ncount = -1\n',
-     "count must be >= 0"),
-    ('[driver]\nversion = "535.104.05"\ncuda = "12.2"\n[packages]\nvllm = "banana"\n', "[packages] vllm"),
+     "count = -1 is not a whole number >= 1"),
+    ('[driver]\nversion = "535.104.05"\ncuda = "12.2"\n[packages]\nvllm = "banana"\n', "[packages]: vllm = 'banana'"),
 ])
 def test_hardware_file_errors_name_the_file_and_field(capsys, tmp_path, body, msg):
     bad = tmp_path / "bad.toml"

@@ -67,7 +67,11 @@ def test_user_profile_dir_overrides_shipped(monkeypatch, tmp_path):
     ("name = \"x\"\n[settings\n", "not valid TOML"),
     ("name = \"x\"\n[match]\nsm_min = 1\nsm_max = 2\n", "lacks `settings`"),
     ("name = \"x\"\n[match]\nsm_min=1\nsm_max=2\n[settings]\ndtype='int8'\nhf_attn_implementation='sdpa'\n"
-     "attention='sm80'\n", "dtype 'int8'"),
+     "attention='sm80'\n", "dtype = 'int8' is not one of"),
+    ("name = \"x\"\n[match]\nsm_min=1\nsm_max=2\n[settings]\ndtype='float16'\nhf_attn_implementation='sdpa'\n"
+     "attention='sm80'\n[refuse]\ndtypes='bfloat16'\n", r"dtypes = 'bfloat16' is not a list of strings"),
+    ("name = \"x\"\n[match]\nsm_min=1\nsm_max=2\n[settings]\ndtype='float16'\nhf_attn_implementation='sdpa'\n"
+     "attention='sm80'\nfp8='false'\n", r"fp8 = 'false' is not true or false"),
 ])
 def test_malformed_profiles_are_clear_errors(monkeypatch, tmp_path, content, match):
     (tmp_path / "bad.toml").write_text(content)
@@ -202,7 +206,7 @@ def test_flash_attention_2_only_when_the_installed_flash_attn_fits(tmp_path):
 
 @pytest.mark.parametrize("extra,match", [
     ('[[env]]\nname = "X"\nvalue = "1"\nnames = "RTX 4090"\n', "list of strings"),
-    ('[[env]]\nname = "X"\nvalue = "1"\nmin_gpus = "x"\n', "`min_gpus` must be int"),
+    ('[[env]]\nname = "X"\nvalue = "1"\nmin_gpus = "x"\n', "min_gpus = 'x' is not a whole number"),
 ])
 def test_profile_field_types_checked(monkeypatch, tmp_path, extra, match):
     (tmp_path / "p.toml").write_text('name = "p"\n[match]\nsm_min = 90\nsm_max = 99\n[settings]\ndtype = "bfloat16"\n'

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
+from ..errors import CompatError
 from ..findings import Finding
 from ..switches import PROBE_TIMEOUT_S as DEFAULT_PROBE_TIMEOUT_S
 from ..switches import Switches
@@ -148,16 +149,32 @@ def _cache_path(proc_driver: Optional[str], env: Mapping[str, str]) -> Optional[
 
 
 def _read_cache(path: Optional[Path]) -> Optional[Hardware]:
+    """The cached NVML answer, or None when there is none or it is not exactly what _write_cache writes (wrong type,
+    missing field, truncated, not a regular file, too big): then the probe runs and its answer replaces the file.
+    A bad cache is compat's own problem, never fatal and never reported as the user's input."""
     if path is None:
         return None
     import json
 
+    from .._toml import read_regular
+
     try:
-        d = json.loads(path.read_text())
-        gpus = tuple(GPU(g["index"], g["name"], tuple(g["compute_capability"]), g["memory_mib"], g["uuid"],
-                         g["mig"]) for g in d["gpus"])
-        return Hardware(driver=d["driver"], cuda=d["cuda"], gpus=gpus, source="nvml")
-    except (OSError, ValueError, KeyError, TypeError):
+        d = json.loads(read_regular(path, "detection cache", 1 << 20).decode("utf-8"))
+        if not isinstance(d, dict) or not isinstance(d.get("gpus"), list):
+            return None
+        gpus = []
+        for g in d["gpus"]:
+            cc = g["compute_capability"]
+            if not (isinstance(cc, list) and len(cc) == 2 and all(type(x) is int and 0 <= x < 100 for x in cc)
+                    and type(g["index"]) is int and isinstance(g["name"], str) and type(g["memory_mib"]) is int
+                    and isinstance(g["uuid"], str) and type(g["mig"]) is bool):
+                return None
+            gpus.append(GPU(g["index"], g["name"], (cc[0], cc[1]), g["memory_mib"], g["uuid"], g["mig"]))
+        driver, cuda = d["driver"], d["cuda"]
+        if not isinstance(driver, str) or not (cuda is None or isinstance(cuda, str)):
+            return None
+        return Hardware(driver=driver, cuda=cuda, gpus=tuple(gpus), source="nvml")
+    except (CompatError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 from .. import versions
-from .._toml import DATA_DIR, load_toml
+from .._toml import DATA_DIR, DATA_FILE_MAX_BYTES, load_toml
 
 HARVEST_DIR = DATA_DIR / "harvested"
 
@@ -98,7 +98,8 @@ def load(version: str, directory: Optional[Path] = None) -> Optional[ReleaseFact
         want = versions.release(version)
         match = next((v for v in releases(d) if versions.release(v) == want), None)
         path = d / f"vllm-{match}.toml"
-        _cache[key] = None if match is None else parse(load_toml(path, what="harvested release facts"), str(path))
+        _cache[key] = None if match is None else parse(
+            load_toml(path, what="harvested release facts", limit=DATA_FILE_MAX_BYTES), str(path))
     return _cache[key]
 
 
