@@ -68,7 +68,7 @@ def load_toml(path: Union[str, Path], what: str = "TOML file", limit: int = USER
         reason = " ".join(str(exc).split())
         raise CompatError(f"{what} {p} is not valid TOML ({reason}); fix the file or remove it") from None
     except RecursionError:
-        raise CompatError(f"{what} {p} nests too deeply to be a {what}; fix the file") from None
+        raise CompatError(f"{what} {p} is not valid TOML (nested too deeply); fix the file") from None
 
 
 _data_cache: Dict[str, Dict[str, Any]] = {}

@@ -66,11 +66,14 @@ def _silence_stdout() -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     _guard_streams()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        return _finish(lambda: sys.stdout.write(_usage()) and (0 if argv else 2), "compat")
+    if not argv:
+        _say(f"compat: error: no command given; commands: {', '.join(COMMANDS)} (python -m compat --help)\n")
+        return 2
+    if argv[0] in ("-h", "--help"):
+        return _finish(lambda: sys.stdout.write(_usage()) and 0, "compat")
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
-        _say(f"compat: unknown command {cmd!r}\n{_usage()}")
+        _say(f"compat: error: unknown command {cmd!r}; commands: {', '.join(COMMANDS)} (python -m compat --help)\n")
         return 2
     target, _ = COMMANDS[cmd]
     mod, func = target.split(":")

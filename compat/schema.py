@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Optional, Tuple
 
 from .errors import CompatError
 
-_CC = re.compile(r"^([1-9][0-9]?)\.([0-9])$")  # NVIDIA compute capabilities: major.minor, minor one digit
+_CC = re.compile(r"([1-9][0-9]?)\.([0-9])")  # NVIDIA compute capabilities: major.minor, minor one digit
 
 
 class Table:
@@ -97,7 +97,7 @@ def compute_capability(value: object) -> Optional[Tuple[int, int]]:
     """(major, minor) of a quoted "8.0"-style compute capability; None when it is not one ("8.10", 8.0, "sm_80")."""
     if not isinstance(value, str):
         return None
-    m = _CC.match(value.strip())
+    m = _CC.fullmatch(value)
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 

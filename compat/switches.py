@@ -246,6 +246,8 @@ def _opt_str(name: str, raw: object) -> Optional[str]:
     if raw is None:
         return None
     text = str(raw).strip()
+    if not text and not name.startswith("COMPAT_"):  # --profile '' / setup(profile=''): a mistake, not "choose"
+        raise CompatError(f"{name}={raw!r} names nothing; give a profile name, or leave it out to choose by GPU")
     return text or None
 
 

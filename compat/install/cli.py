@@ -40,8 +40,9 @@ def _default_installer() -> str:
 
 
 def _detect(hardware: Optional[str]) -> Environment:
-    from ..detect import detect
-    return detect(hardware or os.environ.get("COMPAT_HARDWARE") or None)
+    from .. import pipeline
+    from ..switches import Switches
+    return pipeline.machine(Switches.parse(os.environ, hardware=hardware))  # --hardware '' is an error
 
 
 def _make(request: Optional[str], hardware: Optional[str], python: Optional[str], no_fa: bool,

@@ -25,8 +25,10 @@ def _parser() -> ArgumentParser:
 def run(argv: Optional[List[str]] = None) -> int:
     """0 ok, 1 when a patch is refused; CompatError on a bad version string (compat/cli.py: exit 2)."""
     args = _parser().parse_args(argv)
+    from ..switches import Switches
     from .engine import format_status_table, status, status_dicts
 
+    Switches.parse().opt_ins()  # a malformed opt-in switch is an error here as in setup() and doctor
     rows = status(args.vllm, verify=args.verify)
     if args.json:
         print(json.dumps(status_dicts(rows), indent=2))

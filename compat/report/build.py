@@ -21,10 +21,16 @@ def build_report(hardware: Optional[str] = None, profile: Optional[str] = None, 
                  vllm_version: Optional[str] = None) -> Report:
     """Detect (or simulate), resolve, and preview the env; `export`/`patches` kept for callers that also apply
     (compat.apply.process.apply does that part)."""
-    knobs = Switches.parse(environ, hardware=hardware)  # `hardware=''` is an error, COMPAT_HARDWARE='' is unset
+    knobs = Switches.parse(environ, hardware=hardware, profile=profile)  # `hardware=''`/`profile=''`: errors
+    knobs.opt_ins()  # the switches setup() would read here: a malformed one is an error for every command alike
+    if knobs.get("disable_patches"):
+        from ..patches.engine import disabled_ids
+
+        disabled_ids()  # an unknown patch id or set name: an error listing the valid ones, as setup() raises
     env = pipeline.machine(knobs, environ)
     want_fp8 = fp8 not in (None, False) and Switches.parse({}, fp8=fp8).fp8 is not None
-    resolved = pipeline.resolve(env, pipeline.request(knobs, profile, dtype, fp8=want_fp8))
+    resolved = pipeline.resolve(env, pipeline.request(knobs, knobs.get("profile") if profile is not None else None,
+                                                      dtype, fp8=want_fp8))
     res = envmod.preview(resolved.env, environ)  # type: ignore[arg-type]
     sw = dict(switches or {})
     if resolved.fp8 and "fp8" not in sw and want_fp8:
