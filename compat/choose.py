@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import versions
 from ._toml import DATA_DIR, load_data
-from .detect.model import Environment
+from .detect.model import Environment, Software
 from .errors import CompatError
 from .findings import Finding
 from .knowledge import flash_attn_problems
@@ -61,8 +61,33 @@ def _column(profile: Profile, choose: Dict[str, Any], sm: Optional[int]) -> str:
     return f"sm{max(inside)}" if inside else profile.attention
 
 
+def _missing_kernel(r: Dict[str, Any], name: str, software: Optional[Software]) -> Optional[List[str]]:
+    """The distributions backend `name` needs that this release does not install by default
+    (vllm_attention.toml [range.requires], checked against the harvested dist metadata), when none of them is
+    installed (or planned: `software` may be a plan's package set); None when the backend can run.
+    Read from package metadata only: never imports the kernel package."""
+    dists = r.get("requires", {}).get(name)
+    if not dists or software is None:
+        return None
+    if any(software.version(d) for d in dists):
+        return None
+    return list(dists)
+
+
+def _kernel_requirement(vllm_version: str, dists: List[str]) -> str:
+    """The exact requirement the release's own metadata gives the kernel package (harvested), else its name."""
+    from .harvested import load
+
+    h = load(vllm_version)
+    for k in (h.kernels.values() if h else ()):
+        if k.requirement and any(k.requirement.lower().startswith(d) for d in dists):
+            return k.requirement
+    return dists[0]
+
+
 def choose_backend(profile: Profile, vllm_version: Optional[str],
-                   sm: Optional[int] = None) -> Tuple[Optional[Backend], List[Finding]]:
+                   sm: Optional[int] = None,
+                   software: Optional[Software] = None) -> Tuple[Optional[Backend], List[Finding]]:
     if vllm_version is None:
         return None, []
     r = attention_range(vllm_version)
@@ -71,9 +96,21 @@ def choose_backend(profile: Profile, vllm_version: Optional[str],
                               f"compat has no attention-backend data for vLLM {vllm_version}",
                               "upgrade compat; vLLM will pick its own attention backend")]
     choose = r.get("choose", {})
-    name = choose.get(_column(profile, choose, sm), "")
+    column = _column(profile, choose, sm)
+    name = choose.get(column, "")
     if not name:
         return None, []
+    missing = _missing_kernel(r, name, software)
+    if missing:
+        # Exporting a backend whose kernel package is absent makes the engine fail at start (vLLM 0.9.1-0.11.0
+        # on B200: FLASHINFER is an optional extra). Leave the choice to vLLM, which then picks `fallback`.
+        own = r.get("fallback", {}).get(column, "")
+        return (Backend(own) if own else None), [Finding(
+            "attention-backend-not-installed", "warning",
+            f"vLLM {vllm_version} prefers {name} on this GPU, but {' / '.join(missing)} is not installed "
+            f"(not a default dependency of this release); compat exports no backend and vLLM picks "
+            f"{own or 'its own'}", f"pip install '{_kernel_requirement(vllm_version, missing)}' for the "
+            f"{name} backend")]
     if r.get("env_var") and r.get("env_var_status", "read") == "read":
         return Backend(name, env_var=r["env_var"]), []
     if r.get("config_option"):
@@ -97,7 +134,7 @@ def resolve(profile: Profile, env: Environment, dtype: Optional[str] = None,
     fa = sw.version("flash-attn")
     if profile.flash_attention_2 and fa is not None and not flash_attn_problems(fa, sw.version("torch"), hw.min_sm):
         hf_attn = "flash_attention_2"
-    backend, more = choose_backend(profile, sw.version("vllm"), hw.min_sm)
+    backend, more = choose_backend(profile, sw.version("vllm"), hw.min_sm, sw)
     findings += more
     env_rules = []
     names = [g.name for g in hw.gpus]

@@ -157,7 +157,7 @@ def test_module_entry_point_runs(tmp_path):
     ("0.12.0", "v100-sxm2", "TRITON_ATTN", "env:VLLM_ATTENTION_BACKEND"),
     ("0.7.2", "a100-sxm4", "FLASH_ATTN", "env:VLLM_ATTENTION_BACKEND"),
     ("0.11.0", "h100-sxm", "FLASH_ATTN", "env:VLLM_ATTENTION_BACKEND"),
-    ("0.11.0", "b200", "FLASHINFER", "env:VLLM_ATTENTION_BACKEND"),
+    ("0.11.0", "b200", "FLASH_ATTN", None),  # flashinfer is only an extra of 0.11.0: vLLM's own pick, nothing set
     ("0.11.0", "rtx5090", "FLASH_ATTN", "env:VLLM_ATTENTION_BACKEND"),  # sm120 column inside the Blackwell profile
 ])
 def test_backend_named_and_set_the_way_the_release_reads_it(capsys, tmp_path, vllm, fixture, backend, via):
@@ -165,8 +165,10 @@ def test_backend_named_and_set_the_way_the_release_reads_it(capsys, tmp_path, vl
     fx.write_text((FIXTURES / f"{fixture}.toml").read_text() + f'\n[packages]\nvllm = "{vllm}"\n')
     _, _, d = findings(capsys, str(fx))
     assert (d["profile"]["attention_backend"], d["profile"]["attention_backend_via"]) == (backend, via)
-    if via.startswith("env:"):
+    if via and via.startswith("env:"):
         assert d["env"]["VLLM_ATTENTION_BACKEND"] == backend
+    if via is None:
+        assert "VLLM_ATTENTION_BACKEND" not in d["env"]
 
 
 def test_backend_passed_as_engine_option_where_the_env_var_is_gone(tmp_path):
