@@ -71,6 +71,12 @@ def flash_attn_problems(fa_version: str, torch_version: Optional[str], min_sm: O
     if min_sm is not None and min_sm < need:
         out.append(("flash-attn-unsupported-gpu", f"flash-attn {fa_version} is installed but needs sm{need}+; "
                                                   f"this GPU is sm{min_sm}"))
+    bw = _table("flash_attn").get("blackwell", {})
+    if min_sm is not None and bw and min_sm >= bw["sm_min"] and \
+            versions.parse(fa_version).release < versions.parse(bw["min_version"]).release:
+        out.append(("flash-attn-unsupported-gpu", f"flash-attn {fa_version} wheels carry no sm_100/sm_120 "
+                                                     f"kernels (built with CUDA < 12.8); this GPU is sm{min_sm}: "
+                                                     f"use flash-attn >= {bw['min_version']}"))
     local = versions.parse(fa_version).local or ""
     if "torch" in local and torch_version:
         built = local.split("torch")[1].split("cxx")[0]

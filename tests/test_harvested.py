@@ -134,7 +134,7 @@ def test_hand_tables_agree_with_harvested_release(version: str) -> None:
 
 # ----------------------------------------------------------------------------------------------- FLASHINFER rule
 def _b200(tmp_path: Path, vllm: str, extra: str = "") -> str:
-    fx = tmp_path / "b200.toml"
+    fx = tmp_path / f"b200-{vllm}-{abs(hash(extra))}.toml"
     fx.write_text((FIXTURES / "b200.toml").read_text() + f'\n[packages]\nvllm = "{vllm}"\n{extra}')
     return str(fx)
 
@@ -157,3 +157,21 @@ def test_b200_with_flashinfer_installed_exports_it(tmp_path: Path) -> None:
     assert b is not None and (b.name, b.env_var) == ("FLASHINFER", "VLLM_ATTENTION_BACKEND")
     assert dict(rep.env_set)["VLLM_ATTENTION_BACKEND"] == "FLASHINFER"
     assert "attention-backend-not-installed" not in {x.id for x in rep.resolved.findings}
+
+
+# ----------------------------------------------------------------------------------------------- flash-attn on Blackwell
+@pytest.mark.parametrize("fa,ok", [("2.7.4.post1", False), ("2.8.0.post2", True), ("2.8.3", True)])
+def test_flash_attn_wheels_without_blackwell_kernels_are_refused_on_sm100(fa: str, ok: bool) -> None:
+    """2.7.4 wheels are built with CUDA 12.4: no sm_100/sm_120 kernels, so no flash_attention_2 on a B200."""
+    from compat.knowledge import flash_attn_problems
+
+    assert (not flash_attn_problems(fa, "2.7.1", 100)) is ok
+    assert not flash_attn_problems(fa, "2.7.1", 90)  # Hopper is fine either way
+
+
+def test_b200_with_old_flash_attn_keeps_sdpa(tmp_path: Path) -> None:
+    fx = _b200(tmp_path, "0.9.2", 'torch = "2.7.0"\nflash-attn = "2.7.4.post1"\n')
+    rep = compat.setup(hardware=fx, patches=False)
+    assert rep.resolved.hf_attn_implementation == "sdpa"
+    fx = _b200(tmp_path, "0.9.2", 'torch = "2.7.0"\nflash-attn = "2.8.0.post2"\n')
+    assert compat.setup(hardware=fx, patches=False).resolved.hf_attn_implementation == "flash_attention_2"

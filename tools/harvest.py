@@ -355,7 +355,7 @@ def _quant_classes() -> Dict[str, Any]:
     """Quantization method -> config class, from QUANTIZATION_METHODS (a dict before ~0.6.4, then a list of
     names resolved by get_quantization_config)."""
     q = importlib.import_module("vllm.model_executor.layers.quantization")
-    methods = getattr(q, "QUANTIZATION_METHODS")
+    methods = q.QUANTIZATION_METHODS
     out: Dict[str, Any] = {}
     if isinstance(methods, dict):
         return dict(methods)

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import queue
-import re
 import shutil
 import subprocess
 import sys
@@ -173,7 +172,7 @@ class Walk:
         job["env"] = env
         return job
 
-    def installer(self, jobs: "queue.Queue[Optional[Dict[str, Any]]]") -> None:
+    def installer(self, jobs: queue.Queue[Optional[Dict[str, Any]]]) -> None:
         for rel in self.rels:
             if self.stop.is_set():
                 break
@@ -214,7 +213,7 @@ class Walk:
             job["dropped_wheel_mb"] = round(freed / 2**20)
         job["free_after_gb"] = round(free_gb(ROOT), 1)
 
-    def worker(self, jobs: "queue.Queue[Optional[Dict[str, Any]]]") -> None:
+    def worker(self, jobs: queue.Queue[Optional[Dict[str, Any]]]) -> None:
         while True:
             job = jobs.get()
             if job is None:
@@ -240,7 +239,7 @@ class Walk:
                 self.stats.append({k: str(v) if isinstance(v, Path) else v for k, v in job.items() if k != "rel"})
 
     def run(self, workers: int = 1) -> int:
-        jobs: "queue.Queue[Optional[Dict[str, Any]]]" = queue.Queue(maxsize=1)
+        jobs: queue.Queue[Optional[Dict[str, Any]]] = queue.Queue(maxsize=1)
         th = threading.Thread(target=self.installer, args=(jobs,), daemon=True)
         th.start()
         pool = [threading.Thread(target=self.worker, args=(jobs,)) for _ in range(workers)]
