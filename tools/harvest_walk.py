@@ -255,16 +255,31 @@ class Walk:
         return self.rc
 
 
+def _range_starts() -> List[str]:
+    """First version of each vllm_attention.toml range (one release per stretch the hand tables describe)."""
+    import re as _re
+
+    path = ROOT / "compat" / "data" / "vllm_attention.toml"
+    if not path.exists():
+        return []
+    return [m.group(1) for m in _re.finditer(r'^versions = ">=([^,"]+)', path.read_text(), _re.M)]
+
+
 def walk_order(rels: List[Dict[str, Any]], table: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Matrix releases first (their files are what every matrix env's test compares against), then the others
-    whose torch the matrix uses (default cache, no torch download), then the rest grouped by torch so the
-    private cache is wiped once per torch version; oldest first within each group."""
+    """Matrix releases first (every matrix env's test compares against their files), then one release per
+    vllm_attention.toml range (so every stretch of the hand tables gets checked early), then the rest; within
+    the last two groups, releases on a matrix torch first (default cache, no torch download), then by torch so
+    the private cache is wiped once per torch version, oldest first."""
     matrix_versions = set(M.matrix_envs(table).values())
     matrix_torch = {M.release(v, table)["torch"] for v in matrix_versions}
+    starts = set(_range_starts())
 
     def key(r: Dict[str, Any]) -> Any:
-        group = 0 if r["version"] in matrix_versions else 1 if r["torch"] in matrix_torch else 2
-        return (group, M._vkey(r["torch"]) if group == 2 else 0, M._vkey(r["version"]))
+        if r["version"] in matrix_versions:
+            return (0, 0, M._vkey("0"), M._vkey(r["version"]))
+        group = 1 if r["version"] in starts else 2
+        private = r["torch"] not in matrix_torch
+        return (group, int(private), M._vkey(r["torch"]) if private else M._vkey("0"), M._vkey(r["version"]))
 
     return sorted(rels, key=key)
 
