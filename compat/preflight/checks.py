@@ -243,8 +243,8 @@ def choose_dtype(m: ModelConfig, t: Target, act_dtypes: Tuple[str, ...]) -> Tupl
             dtype = "float32"
             out.append(Finding("preflight-dtype-float32", "warning",
                                f"{ckpt} checkpoint of {m.model_type} on a GPU without bfloat16 (profile {t.profile}):"
-                               f" vLLM refuses float16 for {m.model_type} (numerical instability), so it is served "
-                               "in float32: twice the weight and KV memory, much slower",
+                               f" {m.model_type} overflows in float16 (vLLM's float16 blocklist; newer releases "
+                               "refuse it), so it is served in float32: twice the weight and KV memory, much slower",
                                "serve it on an sm80+ GPU in bfloat16"))
         else:
             out.append(Finding("preflight-dtype-cast", "warning",
