@@ -20,13 +20,16 @@ nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["py", *matrix.matrix_envs(), "install-e2e", "ray"]
 PYTHON = "3.11"
+# what each session promises (tests/promises.py; the same lists as tox.ini's COMPAT_PROMISES)
+BASE_PROMISES = "uv,bash,fish,git,base-python"
 
 
 @nox.session(python=PYTHON)
 def py(session: nox.Session) -> None:
     """Unit tests without vLLM."""
     session.install("-e", ".[test]")
-    session.run("pytest", *(session.posargs or ["tests", "--ignore=tests/vllm"]))
+    session.run("pytest", *(session.posargs or ["tests", "--ignore=tests/vllm"]),
+                env={"COMPAT_MATRIX_ENV": "py", "COMPAT_PROMISES": BASE_PROMISES})
 
 
 def _vllm_session(name: str, version: str):
@@ -35,7 +38,8 @@ def _vllm_session(name: str, version: str):
         python = str(Path(session.virtualenv.location) / "bin" / "python")
         session.run("python", str(ROOT / "tools" / "matrix.py"), "install", name, "--python", python)
         session.run("pytest", *(session.posargs or ["tests"]),
-                    env={"COMPAT_MATRIX_ENV": name, "COMPAT_MATRIX_VLLM": version})
+                    env={"COMPAT_MATRIX_ENV": name, "COMPAT_MATRIX_VLLM": version,
+                         "COMPAT_PROMISES": BASE_PROMISES + ",vllm,torch,autoload-pth"})
 
     run.__doc__ = f"Whole suite inside the real vLLM {version} (cutoff and overrides from vllm_releases.toml)."
     return run
@@ -49,11 +53,13 @@ for _name, _version in matrix.matrix_envs().items():
 def install_e2e(session: nox.Session) -> None:
     """Real `compat install` into throwaway venvs, doctor there, snapshot restore on failure."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "slow", *(session.posargs or ["tests/test_install_e2e.py"]), env={"COMPAT_E2E": "1"})
+    env = {"COMPAT_E2E": "1", "COMPAT_MATRIX_ENV": "install-e2e", "COMPAT_PROMISES": BASE_PROMISES + ",e2e"}
+    session.run("pytest", "-m", "slow", *(session.posargs or ["tests/test_install_e2e.py"]), env=env)
 
 
 @nox.session(python=PYTHON)
 def ray(session: nox.Session) -> None:
     """Ray integration on a local multi-node cluster (CPU)."""
     session.install("-e", ".[test,ray]")
-    session.run("pytest", *(session.posargs or ["tests/ray", "tests/test_integrations_ray_unit.py"]))
+    session.run("pytest", *(session.posargs or ["tests/ray", "tests/test_integrations_ray_unit.py"]),
+                env={"COMPAT_MATRIX_ENV": "ray", "COMPAT_PROMISES": BASE_PROMISES + ",ray"})

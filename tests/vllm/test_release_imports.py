@@ -63,3 +63,39 @@ def test_outlines_guided_decoding_imports(matrix_release):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.strip().splitlines()[-1] in [o.split("==")[1] for o in matrix_release["overrides"]
                                                    if o.startswith("outlines==")]
+
+
+BACKEND_ENUM = """
+import importlib, json
+# where each release defines its attention-backend enum: 0.5.4-0.6.x attention/selector.py, 0.7-0.10.x
+# platforms/interface.py (_Backend), newer attention/backends/registry.py (_Backend / AttentionBackendEnum)
+for module, names in (("vllm.attention.backends.registry", ("AttentionBackendEnum", "_Backend")),
+                      ("vllm.platforms.interface", ("_Backend",)), ("vllm.attention.selector", ("_Backend",))):
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        continue
+    enum = next((getattr(mod, n) for n in names if hasattr(mod, n)), None)
+    if enum is not None:
+        print(json.dumps({"where": module + "." + enum.__name__, "members": [m.name for m in enum]}))
+        break
+"""
+
+
+def test_every_backend_name_compat_exports_exists_in_this_release(matrix_release):
+    """The names compat can put in VLLM_ATTENTION_BACKEND / attention_backend for this release (every non-empty
+    [range.choose] value) and the table's `names` claim, checked against the release's own backend enum."""
+    from compat.choose import attention_range
+
+    version = _need_vllm(matrix_release)
+    row = attention_range(version)
+    assert row is not None, f"compat has no attention row for vLLM {version}"
+    proc = _run(BACKEND_ENUM)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-4000:]
+    enum = json.loads(proc.stdout.strip().splitlines()[-1])
+    members = set(enum["members"])
+    exported = {name for name in row["choose"].values() if name}
+    assert exported <= members, f"compat exports {sorted(exported - members)}, not in {enum['where']} of {version}"
+    assert set(row["names"]) == members, (
+        f"vllm_attention.toml names for {row['versions']} differ from {enum['where']} of {version}: "
+        f"table only {sorted(set(row['names']) - members)}, release only {sorted(members - set(row['names']))}")

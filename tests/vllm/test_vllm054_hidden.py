@@ -1,11 +1,22 @@
-"""vLLM 0.5.4 hidden-states patch set, on the real release (CPU).
+"""vLLM 0.5.4 hidden-states patch set, on the real release (CPU), through vLLM's own LLMEngine.
 
-The step loop below is the real one with only the GPU-bound parts stood in for: the real Scheduler schedules,
-a real ModelRunner built by the real Worker runs its real `execute_model` (stub model forward and CUDA-graph
-runner; real LogitsProcessor + ParallelLMHead, real Sampler, real SamplingMetadata), and the real
-`LLMEngine._process_model_outputs` drives the real SingleStepOutputProcessor, Sequence/SequenceGroup and
-`RequestOutput.from_seq_group`. The stub model writes each token's position and input token id into its hidden
-state (columns 0 and 1), so every row that arrives can be traced to the exact token it belongs to.
+Each test builds a real `LLMEngine` (executor_class=the real GPUExecutor, a real Worker and ModelRunner, the real
+Scheduler, CacheEngine on CPU, the real ModelInputForGPUBuilder + attention metadata builder, Sampler,
+LogitsProcessor/ParallelLMHead, SingleStepOutputProcessor, `RequestOutput.from_seq_group`) and calls
+`engine.add_request` / `engine.step()`. Stood in for, because each needs a GPU (the complete list):
+- the model forward: `get_model` returns a stub whose forward writes each token's position and input token id into
+  its hidden state (columns 0 and 1), so every row that arrives can be traced to its token; its logits and sampling
+  are vLLM's own layers;
+- the CUDA graph runner: `capture_model` installs one stand-in per batch size that replays into a static output
+  buffer every replay overwrites (what a captured graph does), so decode batches run padded through it;
+- the GPU device setup and memory probes around them: `Worker.init_device` (cuda device + free-memory probe; the
+  real distributed init still runs), `Worker.determine_num_available_blocks` (GPU memory profiling; returns a
+  fixed block count, `num_gpu_blocks_override` still applies), `CudaMemoryProfiler`, host-memory pinning
+  (`is_pin_memory_available`: pinning needs a CUDA driver), and CacheEngine's block copy/swap kernels (CUDA ops of
+  vLLM's _C; the stub model reads no KV cache, so copy-on-write of a forked sequence's blocks has nothing to move).
+"Lost without the patch" compares the real engine's output of the same requests with and without the set.
+The kill switch COMPAT_DISABLE_PATCHES is read at import (the suite's autouse fixture clears COMPAT_* in tests), so
+tests/vllm/test_fail_without_patch.py can switch off each patch of the set in turn.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import socket
 from types import SimpleNamespace
 
 import pytest
+from probes import KILL
 
 pytestmark = pytest.mark.vllm("==0.5.4")
 
@@ -44,15 +56,28 @@ def _raw_targets():
 
 @pytest.fixture(scope="module")
 def vllm_env(tmp_path_factory):
-    """vLLM imported, a world-size-1 gloo parallel state (ParallelLMHead / get_pp_group need one), a tiny config."""
+    """vLLM imported, the GPU edges stood in for (module docstring), a world-size-1 gloo world, a tiny config."""
 
     pytest.importorskip("vllm")
     import torch
     import vllm.model_executor.sampling_metadata as sm
+    import vllm.utils as vu
+    import vllm.worker.cache_engine as ce
+    import vllm.worker.model_runner as mr
+    import vllm.worker.worker as ww
     from vllm.distributed import parallel_state as ps
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(sm, "is_pin_memory_available", lambda: False)  # pinning host memory needs a CUDA driver
+    mp.setenv("VLLM_NO_USAGE_STATS", "1")
+    for module in (vu, mr, ce, sm):  # pinning host memory needs a CUDA driver
+        mp.setattr(module, "is_pin_memory_available", lambda: False)
+    mp.setattr(mr, "get_model", lambda **_: make_stub_model())
+    mp.setattr(mr, "CudaMemoryProfiler", NoCudaMemoryProfiler)
+    mp.setattr(mr.ModelRunner, "capture_model", capture_stub_graphs)
+    mp.setattr(ww.Worker, "init_device", init_cpu_device)
+    mp.setattr(ww.Worker, "determine_num_available_blocks", lambda self: (64, 16))
+    for op in ("copy", "swap_in", "swap_out"):  # the KV-cache block kernels (CUDA ops); the stub model reads no KV
+        mp.setattr(ce.CacheEngine, op, lambda self, blocks: None)
 
     if not torch.distributed.is_initialized():
         with socket.socket() as s:
@@ -72,12 +97,18 @@ def vllm_env(tmp_path_factory):
 
 @pytest.fixture
 def engine_state(monkeypatch):
-    """The patch engine with nothing applied before and after, and no hidden-states settings in the environment."""
+    """The patch engine with nothing applied before and after, no hidden-states settings in the environment, and
+    the kill switch this run was started with (test_fail_without_patch.py)."""
     from compat.patches import engine
 
     for name in ("COMPAT_HIDDEN_STATES", "COMPAT_HIDDEN_STATES_PROMPT", "COMPAT_HIDDEN_STATES_DECODE_LIMIT",
                  "COMPAT_DISABLE_PATCHES"):
         monkeypatch.delenv(name, raising=False)
+    if KILL:
+        monkeypatch.setenv("COMPAT_DISABLE_PATCHES", KILL)
+    # names the backend, which skips 0.5.4's GPU capability probe (NVML); per test: the suite's autouse fixture
+    # clears VLLM_ATTENTION_BACKEND
+    monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "XFORMERS")
     engine.revert()
     yield engine
     engine.revert()
@@ -94,30 +125,7 @@ def patched(vllm_env, engine_state, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# the step loop
-
-
-def make_configs(model_dir, num_gpu_blocks=64, max_num_seqs=8):
-    from vllm.config import (CacheConfig, DeviceConfig, LoadConfig, ModelConfig, ParallelConfig,
-                             SchedulerConfig)
-
-    model = ModelConfig(str(model_dir), str(model_dir), "auto", False, "bfloat16", 0, max_model_len=256,
-                        enforce_eager=False, skip_tokenizer_init=True)
-    cache = CacheConfig(BLOCK, 0.9, 0, "auto")
-    cache.num_gpu_blocks, cache.num_cpu_blocks = num_gpu_blocks, 16
-    sched = SchedulerConfig(512, max_num_seqs, 256)
-    return SimpleNamespace(model=model, cache=cache, scheduler=sched, parallel=ParallelConfig(1, 1, False),
-                           device=DeviceConfig("cuda"), load=LoadConfig())
-
-
-def make_worker(cfg):
-    """The real Worker and the ModelRunner it builds (constructing them needs no GPU once the backend is named)."""
-    from vllm.worker.worker import Worker
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VLLM_ATTENTION_BACKEND", "XFORMERS")  # skips 0.5.4's GPU capability probe (NVML) on a CPU box
-        return Worker(cfg.model, cfg.parallel, cfg.scheduler, cfg.device, cfg.cache, cfg.load, local_rank=0,
-                      rank=0, distributed_init_method="tcp://127.0.0.1:1", is_driver_worker=True)
+# the GPU edges (module docstring) and the engine
 
 
 def make_stub_model():
@@ -161,97 +169,115 @@ class StubGraphRunner:
         import torch
 
         self.model = model
+        self.calls = 0
         self.buffer = torch.zeros((batch_size, H), dtype=torch.bfloat16)
 
     def __call__(self, input_ids, positions, kv_caches, attn_metadata, intermediate_tensors=None, **kw):
+        self.calls += 1
         self.buffer.copy_(self.model.forward(input_ids, positions, kv_caches, attn_metadata))
         return self.buffer
 
 
-class Loop:
-    """One engine step at a time: real Scheduler -> real ModelRunner.execute_model -> real engine output path."""
+def capture_stub_graphs(self, kv_caches):
+    """ModelRunner.capture_model stand-in: one graph runner per batch size vLLM would capture (<= max_num_seqs)."""
+    import vllm.worker.model_runner as mr
 
-    def __init__(self, cfg, runner, cuda_graph=True):
-        from vllm.core.scheduler import Scheduler
-        from vllm.engine.output_processor.single_step import SingleStepOutputProcessor
-        from vllm.engine.output_processor.stop_checker import StopChecker
-        from vllm.utils import Counter
+    for bs in mr._BATCH_SIZES_TO_CAPTURE:
+        if bs <= self.scheduler_config.max_num_seqs:
+            self.graph_runners[0][bs] = StubGraphRunner(self.model, bs)
 
-        self.cfg = cfg
-        self.runner = runner
-        self.cuda_graph = cuda_graph
-        self.scheduler = Scheduler(cfg.scheduler, cfg.cache, None)
-        self.seq_counter = Counter()
-        self.request_counter = Counter()
-        self.output_processor = SingleStepOutputProcessor(
-            cfg.scheduler, None, [self.scheduler], self.seq_counter,
-            StopChecker(cfg.scheduler.max_model_len, lambda seq: None))
-        self.engine = SimpleNamespace(model_config=SimpleNamespace(embedding_mode=False),
-                                      output_processor=self.output_processor, scheduler=[self.scheduler])
-        runner.model = make_stub_model()
-        self.graphs = runner.graph_runners[0]
-        for bs in GRAPH_SIZES:
-            self.graphs[bs] = StubGraphRunner(runner.model, bs)
-        self.sampler_outputs = []  # what execute_model returned, per step
-        self.prefill_steps = []
+
+class NoCudaMemoryProfiler:
+    consumed_memory = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def init_cpu_device(self):
+    """Worker.init_device without the CUDA part (device, free-memory probe); the distributed init is the real one."""
+    import torch
+    import vllm.worker.worker as ww
+
+    self.device = torch.device("cpu")
+    ww.init_worker_distributed_environment(self.parallel_config, self.rank, self.distributed_init_method,
+                                           self.local_rank)
+    ww.set_random_seed(self.model_config.seed)
+
+
+def make_configs(model_dir, num_gpu_blocks=None, max_num_seqs=8):
+    from vllm.config import (CacheConfig, DeviceConfig, LoadConfig, ModelConfig, ParallelConfig,
+                             SchedulerConfig)
+
+    # the engine refuses a max_model_len its KV cache cannot hold (worker.raise_if_cache_size_invalid)
+    max_len = 256 if num_gpu_blocks is None else min(256, num_gpu_blocks * BLOCK)
+    model = ModelConfig(str(model_dir), str(model_dir), "auto", False, "bfloat16", 0, max_model_len=max_len,
+                        enforce_eager=False, skip_tokenizer_init=True)
+    cache = CacheConfig(BLOCK, 0.9, 0, "auto", num_gpu_blocks_override=num_gpu_blocks)
+    sched = SchedulerConfig(512, max_num_seqs, max_len)
+    return SimpleNamespace(model=model, cache=cache, scheduler=sched, parallel=ParallelConfig(1, 1, False),
+                           device=DeviceConfig("cpu"), load=LoadConfig())
+
+
+def make_worker(cfg):
+    """The real Worker and the ModelRunner it builds (constructing them needs no GPU once the backend is named)."""
+    from vllm.worker.worker import Worker
+
+    return Worker(cfg.model, cfg.parallel, cfg.scheduler, cfg.device, cfg.cache, cfg.load, local_rank=0,
+                  rank=0, distributed_init_method="tcp://127.0.0.1:1", is_driver_worker=True)
+
+
+class Engine:
+    """A real vLLM 0.5.4 LLMEngine on the real GPUExecutor, plus spies (they call through) on what the worker
+    returned per step (SamplerOutput) and on what the scheduler handed it."""
+
+    def __init__(self, model_dir, num_gpu_blocks=None, return_hidden_states=None):
+        from vllm.engine.llm_engine import LLMEngine
+        from vllm.executor.gpu_executor import GPUExecutor
+
+        cfg = make_configs(model_dir, num_gpu_blocks=num_gpu_blocks)
+        self.engine = LLMEngine(
+            model_config=cfg.model, cache_config=cfg.cache, parallel_config=cfg.parallel,
+            scheduler_config=cfg.scheduler, device_config=cfg.device, load_config=cfg.load, lora_config=None,
+            multimodal_config=None, speculative_config=None, decoding_config=None, observability_config=None,
+            prompt_adapter_config=None, executor_class=GPUExecutor, log_stats=False)
+        self.worker = self.engine.model_executor.driver_worker
+        self.runner = self.worker.model_runner
+        if return_hidden_states is not None:
+            self.runner.return_hidden_states = return_hidden_states  # as 0.5.4's Worker does for mlp_speculator
+        self.graphs = self.runner.graph_runners[0]
+        self.sampler_outputs = []
+        self.prefill_steps = []  # (request id, tokens generated so far) per prefilled sequence, per step
+        execute = self.worker.execute_model
+
+        def spy(execute_model_req=None):
+            if execute_model_req is not None:
+                self.prefill_steps.append([(md.request_id, d.get_output_len())
+                                           for md in execute_model_req.seq_group_metadata_list if md.is_prompt
+                                           for d in md.seq_data.values()])
+            out = execute(execute_model_req)
+            if out:
+                self.sampler_outputs.append(out[0])
+            return out
+
+        self.worker.execute_model = spy
+        self.ids = 0
+
+    @property
+    def scheduler(self):
+        return self.engine.scheduler[0]
 
     def add(self, prompt, params):
-        import time
-
-        from vllm.sequence import Sequence, SequenceGroup
-
-        seq = Sequence(next(self.seq_counter), {"prompt_token_ids": list(prompt), "prompt": None}, BLOCK,
-                       eos_token_id=None)
-        rid = f"req{next(self.request_counter)}"
-        self.scheduler.add_seq_group(SequenceGroup(rid, [seq], time.time(), params))
+        rid = f"req{self.ids}"
+        self.ids += 1
+        self.engine.add_request(rid, {"prompt_token_ids": list(prompt)}, params)
         return rid
 
-    def _model_input(self, metadata_list):
-        import torch
-        from vllm.model_executor.sampling_metadata import SamplingMetadata
-        from vllm.worker.model_runner import ModelInputForGPUWithSamplingMetadata
-
-        tokens, positions, seq_lens, query_lens = [], [], [], []
-        for md in metadata_list:  # the same flattening as ModelInputForGPUBuilder in 0.5.4
-            for seq_id, data in md.seq_data.items():
-                if md.is_prompt:
-                    ctx = data.get_num_computed_tokens()
-                    end = min(data.get_len(), ctx + md.token_chunk_size)
-                    tokens += data.get_token_ids()[ctx:end]
-                    positions += range(ctx, end)
-                    seq_lens.append(end)
-                    query_lens.append(end - ctx)
-                else:
-                    tokens.append(data.get_last_token_id())
-                    positions.append(data.get_len() - 1)
-                    seq_lens.append(data.get_len())
-                    query_lens.append(1)
-        is_prompt = metadata_list[0].is_prompt
-        use_graph = self.cuda_graph and not is_prompt
-        if use_graph:  # pad the decode batch like the runner does for graph replay
-            padded = next(bs for bs in GRAPH_SIZES if bs >= len(tokens))
-            tokens += [0] * (padded - len(tokens))
-            positions += [0] * (padded - len(positions))
-        sampling = SamplingMetadata.prepare(metadata_list, seq_lens, query_lens, "cpu", pin_memory=False)
-        attn = SimpleNamespace(prefill_metadata=SimpleNamespace() if is_prompt else None,
-                               decode_metadata=None if is_prompt else SimpleNamespace(use_cuda_graph=use_graph))
-        return ModelInputForGPUWithSamplingMetadata(
-            input_tokens=torch.tensor(tokens), input_positions=torch.tensor(positions), seq_lens=seq_lens,
-            query_lens=query_lens, attn_metadata=attn, sampling_metadata=sampling, is_prompt=is_prompt)
-
     def step(self):
-        from vllm.engine.llm_engine import LLMEngine
-
-        metadata_list, sched_out = self.scheduler.schedule()
-        if sched_out.is_empty():
-            return []
-        # (request id, tokens generated so far) of each prefill: a recompute re-prefills generated tokens too
-        self.prefill_steps.append([(md.request_id, d.get_output_len()) for md in metadata_list if md.is_prompt
-                                   for d in md.seq_data.values()])
-        output = self.runner.execute_model(self._model_input(metadata_list), kv_caches=[None])
-        self.sampler_outputs.append(output[0])
-        return LLMEngine._process_model_outputs(self.engine, output, sched_out.scheduled_seq_groups,
-                                                sched_out.ignored_seq_groups, metadata_list)
+        return self.engine.step()
 
     def run(self, max_steps=200):
         final = {}
@@ -259,14 +285,13 @@ class Loop:
             for out in self.step():
                 if out.finished:
                     final[out.request_id] = out
-            if not self.scheduler.has_unfinished_seqs():
+            if not self.engine.has_unfinished_requests():
                 return final
         raise AssertionError("requests did not finish")
 
 
-def make_loop(vllm_env, num_gpu_blocks=64, cuda_graph=True):
-    cfg = make_configs(vllm_env, num_gpu_blocks=num_gpu_blocks)
-    return Loop(cfg, make_worker(cfg).model_runner, cuda_graph=cuda_graph)
+def make_loop(vllm_env, num_gpu_blocks=None, return_hidden_states=None):
+    return Engine(vllm_env, num_gpu_blocks=num_gpu_blocks, return_hidden_states=return_hidden_states)
 
 
 def params(**kw):
@@ -283,10 +308,11 @@ def params(**kw):
 def assert_decode_rows(completion, prompt, limit=None):
     import torch
 
-    rows = completion.hidden_states_decode
+    rows = getattr(completion, "hidden_states_decode", "<no attribute>")
     tokens = list(prompt) + list(completion.token_ids)
     n = len(completion.token_ids)
-    assert isinstance(rows, torch.Tensor) and rows.device.type == "cpu" and rows.dtype == torch.bfloat16
+    assert isinstance(rows, torch.Tensor), f"decode hidden states lost: hidden_states_decode is {rows!r}"
+    assert rows.device.type == "cpu" and rows.dtype == torch.bfloat16
     want = n if limit is None else min(n, limit)
     assert tuple(rows.shape) == (want, H)
     first = len(prompt) - 1 + (n - want)
@@ -298,8 +324,9 @@ def assert_decode_rows(completion, prompt, limit=None):
 def assert_prompt_rows(output, prompt, all_positions):
     import torch
 
-    rows = output.hidden_states_prefill
-    assert isinstance(rows, torch.Tensor) and rows.device.type == "cpu" and rows.dtype == torch.bfloat16
+    rows = getattr(output, "hidden_states_prefill", "<no attribute>")
+    assert isinstance(rows, torch.Tensor), f"prefill hidden states lost: hidden_states_prefill is {rows!r}"
+    assert rows.device.type == "cpu" and rows.dtype == torch.bfloat16
     positions = range(len(prompt)) if all_positions else [len(prompt) - 1]
     assert tuple(rows.shape) == (len(positions), H)
     assert rows[:, 0].tolist() == [float(p) for p in positions]
@@ -367,7 +394,7 @@ def test_switch_reaches_model_runner_through_worker(vllm_env, engine_state, monk
     engine_state.activate({}, sets=[PATCH_SET])
     runner = make_worker(cfg).model_runner
     assert type(runner).__name__ == "ModelRunner"
-    assert runner.return_hidden_states is True
+    assert runner.return_hidden_states is True, "the Worker left the runner's return_hidden_states off"
     settings = getattr(runner, ATTR_RUNNER)
     assert settings.all_prompt is True and settings.decode_limit == 3
 
@@ -385,10 +412,11 @@ def test_prefill_and_decode_states_arrive_in_order(vllm_env, patched):
 
 
 def test_cuda_graph_padding_and_buffer_reuse(vllm_env, patched):
-    loop = make_loop(vllm_env, cuda_graph=True)
+    loop = make_loop(vllm_env)
     ids = [loop.add(PROMPTS[0], params(max_tokens=5)) for _ in range(3)]  # decode batch 3 -> graph of 4
     final = loop.run()
     assert any(o.hidden_states is not None and o.hidden_states.shape[0] == 3 for o in loop.sampler_outputs)
+    assert loop.graphs[4].calls == 4  # vLLM's input builder padded each of the 4 decode steps to the graph of 4
     assert loop.graphs[4].buffer.abs().sum() > 0  # the graph path really ran (and overwrote its buffer)
     for rid in ids:
         assert_decode_rows(final[rid].outputs[0], PROMPTS[0])
@@ -475,13 +503,34 @@ def test_accessors(vllm_env, patched):
     assert tuple(hidden_states.decode(out.outputs[0]).shape) == (3, H)
 
 
-def test_without_the_patch_the_states_are_lost(vllm_env, engine_state):
-    """vLLM's own return_hidden_states path fills SamplerOutput.hidden_states, and the engine drops it."""
-    loop = make_loop(vllm_env)
-    loop.runner.return_hidden_states = True  # as 0.5.4's Worker does for an mlp_speculator draft
-    rid = loop.add(PROMPTS[0], params(n=2, temperature=1.0, seed=3, max_tokens=4, prompt_logprobs=1))
-    out = loop.run()[rid]
-    assert all(o.hidden_states is not None for o in loop.sampler_outputs)  # produced at every step...
-    assert not hasattr(out, "hidden_states_prefill")  # ...and gone by the time the RequestOutput exists
-    assert all(not hasattr(c, "hidden_states_decode") for c in out.outputs)
-    assert len(out.outputs) == 2 and all(len(c.token_ids) == 4 for c in out.outputs)
+def _requests(loop):
+    return [loop.add(PROMPTS[0], params(n=2, temperature=1.0, seed=3, max_tokens=4, prompt_logprobs=1)),
+            loop.add(PROMPTS[1], params(max_tokens=3))]
+
+
+def test_without_the_patch_the_states_are_lost(vllm_env, engine_state, monkeypatch):
+    """The same requests through the real engine, unpatched and patched: vLLM's own return_hidden_states path fills
+    SamplerOutput.hidden_states at every step, yet the RequestOutputs the engine returns carry none of it; the
+    patched run returns the rows for the same tokens."""
+    from compat.patches.sets.vllm054_hidden import PATCH_SET
+
+    plain = make_loop(vllm_env, return_hidden_states=True)  # as 0.5.4's Worker does for an mlp_speculator draft
+    plain_ids = _requests(plain)
+    plain_final = plain.run()
+    assert all(o.hidden_states is not None for o in plain.sampler_outputs)  # produced at every step...
+    monkeypatch.setenv("COMPAT_HIDDEN_STATES", "1")
+    monkeypatch.delenv("COMPAT_DISABLE_PATCHES", raising=False)  # the comparison run has the whole set
+    engine_state.activate({}, sets=[PATCH_SET])
+    assert engine_state.applied_sets() == ("vllm054_hidden",)
+    fixed = make_loop(vllm_env)
+    assert _requests(fixed) == plain_ids
+    fixed_final = fixed.run()
+    assert sorted(plain_final) == sorted(fixed_final) == sorted(plain_ids)
+    for rid in plain_ids:
+        a, b = plain_final[rid], fixed_final[rid]
+        assert [c.token_ids for c in a.outputs] == [c.token_ids for c in b.outputs]  # the same generation
+        assert getattr(a, "hidden_states_prefill", None) is None  # ...and none of it in the real output
+        assert all(getattr(c, "hidden_states_decode", None) is None for c in a.outputs)
+        assert b.hidden_states_prefill is not None
+        assert all(c.hidden_states_decode is not None and len(c.hidden_states_decode) == len(c.token_ids)
+                   for c in b.outputs)
