@@ -6,9 +6,12 @@ VllmConfig) in a small module whose `load_weights` follows vLLM's Llama/Qwen-MoE
 FusedMoE.make_expert_params_mapping). It then does what a served bf16 checkpoint and an RL weight sync do:
 1. load bf16 weights (the checkpoint), 2. run each quant method's process_weights_after_loading (vLLM's loader does),
 3. load the same weights again with compat.fp8.load_weights (the sync), 4. load other weights, 5. reload the first.
-Only two things are simulated, because there is no GPU here: `use_marlin` is set False on each method (compat
-refuses FP8 below sm89, where vLLM would repack for Marlin), and in the "sm90" mode the platform reports
-capability 9.0 with CUTLASS block FP8, which makes 0.10.2 / 0.11.0 transpose the linear block scale.
+Stood in for, because there is no GPU here (the complete list): (1) `use_marlin` is set False on each method
+(compat refuses FP8 below sm89, where vLLM would repack for Marlin); in the "sm90" mode (2) the platform reports
+capability 9.0 (`current_platform.is_device_capability`) and (3) the method's `cutlass_block_fp8_supported` flag is
+set, which makes 0.10.2 / 0.11.0 transpose the linear block scale; (4) on 0.10.0 only, `fused_moe.fused_experts`
+(the Triton kernel, exported only when Triton sees a GPU driver) is a stand-in that raises if called: the
+constructor imports it, nothing here runs a forward pass.
 
 Every probe runs in a fresh interpreter the way a user's process does: `compat.patches.activate({"fp8": "block"})`
 first, then vLLM is imported and the post-import hook applies the set.
