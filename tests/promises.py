@@ -36,7 +36,7 @@ _MODULE_FEATURE = {"torch": "torch", "vllm": "vllm", "ray": "ray", "numpy": "num
 _NEEDS = re.compile(r"^needs ([A-Za-z0-9_.<>=!-]+):")
 _IMPORT = re.compile(r"could not import '([A-Za-z0-9_.]+)'|^module '([A-Za-z0-9_.]+)' has __version__")
 # the vLLM release marker (tests/vllm/conftest.py): a test for another release is not this env's promise
-_OTHER_RELEASE = re.compile(r"^needs vLLM [^:]+, this env has ")
+_OTHER_RELEASE = re.compile(r"^needs (vLLM|transformers) [^:]+, this env has ")
 
 
 def promised() -> FrozenSet[str]:

@@ -35,6 +35,7 @@ class Case(NamedTuple):
     select: Optional[str]  # -k expression, or None for the whole file
     fails: Tuple[str, ...]  # test names (with parametrization) that must fail
     because: str  # text every failure's report must contain: the failure is the patched bug, not a crash
+    vllm: Optional[str] = None  # the vLLM envs to run in (default: the set's range; transformers sets: one env)
 
 
 V07 = "test_vllm07.py"
@@ -57,17 +58,39 @@ CASES = [
     Case(HID, "vllm054_hidden.worker_enables_runner", "test_switch_reaches_model_runner_through_worker",
          ("test_switch_reaches_model_runner_through_worker",), "left the runner's return_hidden_states off"),
     Case(HID, "vllm054_hidden.runner_splits_rows", "test_prefill_and_decode_states_arrive_in_order",
-         ("test_prefill_and_decode_states_arrive_in_order",), "HIDDEN_RUNNER_SPLITS"),
+         ("test_prefill_and_decode_states_arrive_in_order",), "prefill hidden states lost: hidden_states_prefill is None"),
     Case(HID, "vllm054_hidden.keep_prompt_rows", "test_prefill_and_decode_states_arrive_in_order",
-         ("test_prefill_and_decode_states_arrive_in_order",), "HIDDEN_KEEP_PROMPT"),
+         ("test_prefill_and_decode_states_arrive_in_order",), "prefill hidden states lost: hidden_states_prefill is None"),
     Case(HID, "vllm054_hidden.keep_decode_rows", "test_prefill_and_decode_states_arrive_in_order",
-         ("test_prefill_and_decode_states_arrive_in_order",), "HIDDEN_KEEP_DECODE"),
+         ("test_prefill_and_decode_states_arrive_in_order",), "decode hidden states lost: hidden_states_decode is None"),
     Case(HID, "vllm054_hidden.request_output_fields", "test_prefill_and_decode_states_arrive_in_order",
-         ("test_prefill_and_decode_states_arrive_in_order",), "HIDDEN_FIELDS"),
+         ("test_prefill_and_decode_states_arrive_in_order",), "hidden_states_prefill is '<no attribute>'"),
     Case(FP8, "vllm_fp8.linear_create_weights", "test_second_weight_load", FP8_LOAD, "FP8_LCW"),
     Case(FP8, "vllm_fp8.linear_process_weights", "test_second_weight_load", FP8_LOAD, "FP8_LPW"),
     Case(FP8, "vllm_fp8.moe_create_weights", "test_second_weight_load", FP8_LOAD, "FP8_MCW"),
     Case(FP8, "vllm_fp8.moe_process_weights", "test_second_weight_load", FP8_LOAD, "FP8_MPW"),
+]
+# transformers sets (tests/hf/test_transformers_sets.py): every vLLM env carries a transformers, so each case runs in
+# one env of the patch's transformers era (vllm054: transformers 4.44.1, vllm0110: 4.57.1) to bound CI time
+HF = "../hf/test_transformers_sets.py"
+HF_ALL = "not test_fail_without_the_sets"
+TOGGLED = "FlashAttention2 has been toggled on, but it cannot be used"
+ATTN_TESTS = (
+    "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[v100-sxm2]",
+    "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[t4-driver470]",
+    "test_verl_load_without_a_fitting_flash_attn_gives_sdpa_and_keeps_bfloat16[a100-sxm4]",
+    "test_verl_load_without_a_fitting_flash_attn_gives_sdpa_and_keeps_bfloat16[h100-sxm]",
+    "test_verl_load_without_a_fitting_flash_attn_gives_sdpa_and_keeps_bfloat16[rtx4090-old-driver]",
+    "test_flash_attention_2_kwarg_and_string_dtype_on_v100",
+    "test_hf_dtype_switch_off_keeps_bfloat16_on_v100",
+    "test_one_warning_line_per_process_and_sets_applied_by_the_hook",
+)
+CASES += [
+    Case(HF, "transformers_attn.autoset", HF_ALL, ATTN_TESTS, TOGGLED, vllm="==0.5.4"),
+    Case(HF, "transformers_attn.check_and_adjust", HF_ALL,
+         ATTN_TESTS + ("test_set_attn_implementation_after_loading_on_v100",), TOGGLED, vllm="==0.11.0"),
+    Case(HF, "transformers_dtype.from_pretrained", HF_ALL, ("HF_DTYPE_FP",), "bfloat16", vllm="==0.5.4"),
+    Case(HF, "transformers_dtype.from_config", HF_ALL, ("HF_DTYPE_FC",), "bfloat16", vllm="==0.5.4"),
 ]
 SETS = {ps.name: ps for ps in all_sets()}
 
@@ -107,7 +130,7 @@ def _outcomes(report: Dict[str, str]) -> Iterable[Tuple[str, str]]:
 def _params():
     for case in CASES:
         ps = _set_of(case)
-        yield pytest.param(case, marks=pytest.mark.vllm(ps.versions), id=case.disable)
+        yield pytest.param(case, marks=pytest.mark.vllm(case.vllm or ps.versions), id=case.disable)
 
 
 @pytest.mark.slow
