@@ -65,10 +65,10 @@ CASES = [
          ("test_prefill_and_decode_states_arrive_in_order",), "decode hidden states lost: hidden_states_decode is None"),
     Case(HID, "vllm054_hidden.request_output_fields", "test_prefill_and_decode_states_arrive_in_order",
          ("test_prefill_and_decode_states_arrive_in_order",), "hidden_states_prefill is '<no attribute>'"),
-    Case(FP8, "vllm_fp8.linear_create_weights", "test_second_weight_load", FP8_LOAD, "FP8_LCW"),
-    Case(FP8, "vllm_fp8.linear_process_weights", "test_second_weight_load", FP8_LOAD, "FP8_LPW"),
-    Case(FP8, "vllm_fp8.moe_create_weights", "test_second_weight_load", FP8_LOAD, "FP8_MCW"),
-    Case(FP8, "vllm_fp8.moe_process_weights", "test_second_weight_load", FP8_LOAD, "FP8_MPW"),
+    Case(FP8, "vllm_fp8.linear_create_weights", "test_second_weight_load", FP8_LOAD, "no attribute 'weight_loader'"),
+    Case(FP8, "vllm_fp8.linear_process_weights", "test_second_weight_load", FP8_LOAD, "no attribute 'weight_loader'"),
+    Case(FP8, "vllm_fp8.moe_create_weights", "test_second_weight_load", FP8_LOAD, "no attribute 'weight_loader'"),
+    Case(FP8, "vllm_fp8.moe_process_weights", "test_second_weight_load", FP8_LOAD, "no attribute 'weight_loader'"),
 ]
 # transformers sets (tests/hf/test_transformers_sets.py): every vLLM env carries a transformers, so each case runs in
 # one env of the patch's transformers era (vllm054: transformers 4.44.1, vllm0110: 4.57.1) to bound CI time
@@ -89,8 +89,16 @@ CASES += [
     Case(HF, "transformers_attn.autoset", HF_ALL, ATTN_TESTS, TOGGLED, vllm="==0.5.4"),
     Case(HF, "transformers_attn.check_and_adjust", HF_ALL,
          ATTN_TESTS + ("test_set_attn_implementation_after_loading_on_v100",), TOGGLED, vllm="==0.11.0"),
-    Case(HF, "transformers_dtype.from_pretrained", HF_ALL, ("HF_DTYPE_FP",), "bfloat16", vllm="==0.5.4"),
-    Case(HF, "transformers_dtype.from_config", HF_ALL, ("HF_DTYPE_FC",), "bfloat16", vllm="==0.5.4"),
+    Case(HF, "transformers_dtype.from_pretrained", HF_ALL, (
+        "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[v100-sxm2]",
+        "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[t4-driver470]",
+        "test_flash_attention_2_kwarg_and_string_dtype_on_v100",
+        "test_auto_dtype_on_a_bfloat16_checkpoint[v100-sxm2-float16]",
+        "test_one_warning_line_per_process_and_sets_applied_by_the_hook"), "bfloat16", vllm="==0.5.4"),
+    Case(HF, "transformers_dtype.from_config", HF_ALL, (
+        "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[v100-sxm2]",
+        "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[t4-driver470]"),
+        "'verl_from_config', {'attn': 'sdpa', 'dtypes': ['bfloat16']", vllm="==0.5.4"),
 ]
 SETS = {ps.name: ps for ps in all_sets()}
 
