@@ -18,7 +18,7 @@ import matrix  # noqa: E402  (tools/matrix.py: stdlib-only table reader + instal
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["py", *matrix.matrix_envs(), "install-e2e", "ray"]
+nox.options.sessions = ["py", *matrix.matrix_envs(), *matrix.verl_envs(), "install-e2e", "ray"]
 PYTHON = "3.11"
 # what each session promises (tests/promises.py; the same lists as tox.ini's COMPAT_PROMISES)
 BASE_PROMISES = "uv,bash,fish,git,base-python"
@@ -47,6 +47,22 @@ def _vllm_session(name: str, version: str):
 
 for _name, _version in matrix.matrix_envs().items():
     nox.session(python=PYTHON, name=_name)(_vllm_session(_name, _version))
+
+
+def _verl_session(name: str, version: str):
+    def run(session: nox.Session) -> None:
+        session.install("-e", ".[test]")
+        python = str(Path(session.virtualenv.location) / "bin" / "python")
+        session.run("python", str(ROOT / "tools" / "matrix.py"), "install", name, "--python", python)
+        session.run("pytest", *(session.posargs or ["tests/verl", "tests/test_integrations_verl.py"]),
+                    env={"COMPAT_MATRIX_ENV": name})
+
+    run.__doc__ = f"verl {version}'s own code with compat (cutoff and torch from compat/data/verl.toml)."
+    return run
+
+
+for _name, _version in matrix.verl_envs().items():
+    nox.session(python=PYTHON, name=_name)(_verl_session(_name, _version))
 
 
 @nox.session(python=PYTHON, name="install-e2e")

@@ -58,7 +58,7 @@ def test_v100_with_vllm_072_needs_no_hand_edits(tmp_path):
     assert o["actor_rollout_ref.model.use_remove_padding"] == "False"           # flash-attn varlen path
     assert o["actor_rollout_ref.rollout.enforce_eager"] == "False"              # vLLM >= 0.7: CUDA graphs
     assert o["actor_rollout_ref.rollout.free_cache_engine"] == "False"
-    assert o["ray_kwargs.ray_init.runtime_env.env_vars.VLLM_ATTENTION_BACKEND"] == "XFORMERS"
+    assert o["ray_kwargs.ray_init.runtime_env.env_vars.VLLM_ATTENTION_BACKEND"] == "'XFORMERS'"
     assert o["ray_kwargs.ray_init.runtime_env.worker_process_setup_hook"] == "compat.integrations.ray.worker_setup"
     comments = "\n".join(ln for ln in proc.stdout.splitlines() if ln.startswith("#"))
     for caveat in ("prefix caching is incompatible with sleep mode", "num_scheduler_step > 1", "n > 1"):
@@ -115,7 +115,7 @@ def test_user_env_value_is_passed_to_ray_workers_as_theirs(tmp_path):
     hw = machine(tmp_path, "Tesla V100-SXM2-32GB", "7.0", vllm="0.7.2")
     proc = cli("--hardware", hw, env={"VLLM_ATTENTION_BACKEND": "TORCH_SDPA"})
     o = as_dict(overrides_of(proc.stdout))
-    assert o["ray_kwargs.ray_init.runtime_env.env_vars.VLLM_ATTENTION_BACKEND"] == "TORCH_SDPA"
+    assert o["ray_kwargs.ray_init.runtime_env.env_vars.VLLM_ATTENTION_BACKEND"] == "'TORCH_SDPA'"
     assert "ray_kwargs.ray_init.runtime_env.env_vars.COMPAT_RAY_EXPORTED" not in o
     assert "passing your value 'TORCH_SDPA'" in proc.stdout
 
@@ -131,3 +131,76 @@ def test_hydra_value_quoting():
 def test_bad_input_exits_2():
     proc = cli("--hardware", "/nonexistent.toml")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+# --- per-release keys (compat/data/verl.toml) ------------------------------------------------------------------
+
+def test_verl_041_gets_no_attention_key_and_carries_ray_env_through_the_shell(tmp_path):
+    proc = cli("--hardware", str(FIXTURES / "rtx4090-old-driver.toml"), "--verl", "0.4.1")
+    assert proc.returncode == 0, proc.stderr
+    o = as_dict(overrides_of(proc.stdout))
+    assert not any("override_config" in k for k in o)        # hard-coded flash_attention_2: the key does nothing
+    assert not any(k.startswith("ray_kwargs") for k in o)    # 0.4.1 reads no runtime_env key
+    assert o["actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype"] == "bfloat16"
+    assert "hard-codes attn_implementation" in proc.stdout and "transformers patch set" in proc.stdout
+    assert "fixed runtime_env" in proc.stdout and "COMPAT_AUTOLOAD=1" in proc.stdout
+    assert "NCCL_P2P_DISABLE=1" in proc.stdout
+
+
+def test_verl_041_v100_trains_fsdp_in_float16_and_loads_the_ref_in_float16(tmp_path):
+    o = as_dict(overrides_of(cli("--hardware", str(FIXTURES / "v100-sxm2.toml"), "--verl", "0.4.1").stdout))
+    for role in ("actor_rollout_ref.actor", "actor_rollout_ref.ref"):
+        assert o[f"{role}.fsdp_config.mixed_precision.param_dtype"] == "float16"
+    assert o["critic.model.fsdp_config.mixed_precision.param_dtype"] == "float16"
+    assert o["actor_rollout_ref.ref.fsdp_config.model_dtype"] == "float16"   # 0.4.x loads the ref in bf16
+
+
+def test_attention_key_from_061_on_and_runtime_env_from_060_on():
+    hw = str(FIXTURES / "rtx4090-old-driver.toml")
+    o60 = as_dict(overrides_of(cli("--hardware", hw, "--verl", "0.6.0").stdout))
+    o61 = as_dict(overrides_of(cli("--hardware", hw, "--verl", "0.6.1").stdout))
+    assert "actor_rollout_ref.model.override_config.attn_implementation" not in o60
+    assert o61["actor_rollout_ref.model.override_config.attn_implementation"] == "sdpa"
+    for o in (o60, o61):
+        assert o["ray_kwargs.ray_init.runtime_env.env_vars.NCCL_P2P_DISABLE"] == "'1'"   # a string for Ray
+    assert o61["actor_rollout_ref.actor.fsdp_config.dtype"] == "bfloat16"      # 0.6.1-0.7.x: fsdp_config.dtype
+    o91 = as_dict(overrides_of(cli("--hardware", hw, "--verl", "0.9.1").stdout))
+    assert o91["critic.fsdp.mixed_precision.param_dtype"] == "bfloat16"        # 0.8+: critic.fsdp engine config
+
+
+def test_unknown_newer_and_between_releases_use_the_nearest_older_entry():
+    from compat.integrations.verl import release_for, releases
+    newest = releases()[-1].version
+    rel, note = release_for("99.0.0")
+    assert rel.version == newest and "newer than compat's table" in (note or "")
+    rel, note = release_for("0.6.2")
+    assert rel.version == "0.6.1" and note
+    rel, note = release_for("0.4.1")
+    assert rel.version == "0.4.1" and note is None
+
+
+@pytest.mark.parametrize("bad", ["0.3.0", "not-a-version"])
+def test_bad_or_too_old_verl_exits_2(bad):
+    proc = cli("--hardware", str(FIXTURES / "v100-sxm2.toml"), "--verl", bad)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_hydra_value_never_leaves_a_number_or_bool_bare():
+    from compat.integrations.verl import hydra_value, hydra_value_str
+    for v in ("1", "0", "1.5", "1e3", "true", "False", "null", "inf", "nan"):
+        assert hydra_value(v).startswith("'"), v
+    assert hydra_value_str("XFORMERS") == "'XFORMERS'"
+
+
+def test_every_verl_table_entry_is_sourced():
+    from compat._toml import load_data
+    table = load_data("verl")
+    assert table["schema"] == 1
+    for rel in table["release"]:
+        for key in ("source", "reason", "attn_source", "ray_source", "fsdp_dtype_source", "rollout_dtype_source",
+                    "remove_padding_source", "loss_scaling_source"):
+            assert rel[key].strip(), (rel["version"], key)
+        assert rel["ray_runtime_env"] in ("hard-coded", "ray_kwargs")
+        assert set(rel["fsdp_dtype"]) == {"actor", "ref", "critic"}
+        assert rel["attn_honoured"] == bool(rel.get("attn_keys"))

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""The vLLM test matrix, read from compat/data/vllm_releases.toml (the one source of truth).
+"""The vLLM and verl test matrices, read from compat/data/vllm_releases.toml and compat/data/verl.toml.
 
 Used by tox.ini (commands_pre), noxfile.py (imported) and tests/vllm (imported by path). Stdlib only, Python 3.9+
 (tomllib, or tomli below 3.11), so it runs before compat or anything else is installed.
 
-    python tools/matrix.py list                 # env name -> release, cutoff, torch, overrides
+    python tools/matrix.py list                 # env name -> release, cutoff, torch, overrides (vLLM, then verl)
+    python tools/matrix.py install verl041      # verl envs: verl==X + the torch its entry names, same cutoff rules
     python tools/matrix.py show vllm072         # one release as JSON (env name or version)
     python tools/matrix.py install vllm072      # install that release into *this* interpreter's env
     python tools/matrix.py report vllm072       # installed vLLM/torch/transformers + env size, one markdown row
@@ -31,9 +32,12 @@ from typing import Any, Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "compat" / "data" / "vllm_releases.toml"
 INSTALLER_TABLE = ROOT / "compat" / "data" / "installer.toml"
+VERL_TABLE = ROOT / "compat" / "data" / "verl.toml"
 MARKER = "compat-matrix.json"
 LATEST = "vllm-latest"
+VERL_LATEST = "verl-latest"
 REQUIRED = ("version", "date", "exclude_newer", "torch", "python", "overrides", "source")
+VERL_REQUIRED = REQUIRED + ("reason",)
 
 
 def _toml_load(path: Path) -> Dict[str, Any]:
@@ -120,8 +124,51 @@ def matrix_envs(table: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
     return out
 
 
+def load_verl_table(path: Optional[Path] = None) -> Dict[str, Any]:
+    """The parsed verl table; raises ValueError naming the first malformed entry (each needs source and reason)."""
+    data = _toml_load(Path(path) if path else VERL_TABLE)
+    if data.get("schema") != 1:
+        raise ValueError(f"{path or VERL_TABLE}: schema must be 1, got {data.get('schema')!r}")
+    for rel in data.get("release", []):
+        missing = [k for k in VERL_REQUIRED if k not in rel]
+        if missing:
+            raise ValueError(f"verl release {rel.get('version', '?')}: missing {', '.join(missing)}")
+    return data
+
+
+def verl_env_name(version: str) -> str:
+    """'0.4.1' -> 'verl041'."""
+    return "verl" + "".join(version.split(".")[:3])
+
+
+def verl_envs(table: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
+    """Env name -> verl version, in table order, then verl-latest (newest release in the table)."""
+    table = table or load_verl_table()
+    rels = sorted(table["release"], key=lambda r: _vkey(r["version"]))
+    known = {r["version"] for r in rels}
+    out: Dict[str, str] = {}
+    for version in table.get("matrix", []):
+        if version not in known:
+            raise KeyError(f"verl {version} is in matrix but has no [[release]] in {VERL_TABLE.relative_to(ROOT)}")
+        out[verl_env_name(version)] = version
+    out[VERL_LATEST] = rels[-1]["version"]
+    return out
+
+
+def resolve_verl(name: str, table: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """A verl release by env name ('verl041', 'verl-latest') or 'verl==0.4.1'; marked package = verl."""
+    table = table or load_verl_table()
+    version = verl_envs(table).get(name, name.split("==", 1)[1] if name.startswith("verl==") else name)
+    for rel in table["release"]:
+        if rel["version"] == version:
+            return {**rel, "package": "verl"}
+    raise KeyError(f"verl {name} is not in {VERL_TABLE.relative_to(ROOT)}")
+
+
 def resolve(name_or_version: str, table: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """A release by env name ('vllm072', 'vllm-latest') or by version ('0.7.2')."""
+    """A release by env name ('vllm072', 'vllm-latest', 'verl041', 'verl-latest') or by vLLM version ('0.7.2')."""
+    if name_or_version.startswith("verl"):
+        return resolve_verl(name_or_version)
     table = table or load_table()
     envs = matrix_envs(table)
     return release(envs.get(name_or_version, name_or_version), table)
@@ -140,15 +187,21 @@ def uv_bin() -> str:
         raise SystemExit(f"uv not found (install uv, or set COMPAT_UV=/path/to/uv): {exc}") from None
 
 
+def _pkg(rel: Dict[str, Any]) -> str:
+    return str(rel.get("package", "vllm"))
+
+
 def wanted(rel: Dict[str, Any]) -> Dict[str, Any]:
     """What the marker must record for an env to count as installed."""
     out = {k: rel[k] for k in ("version", "exclude_newer", "torch", "overrides")}
+    if _pkg(rel) != "vllm":
+        out["package"] = _pkg(rel)
     if rel.get("also_install"):
         out["also_install"] = rel["also_install"]
     return out
 
 
-def installed_versions(python: str, names=("vllm", "torch", "transformers")) -> Dict[str, Optional[str]]:
+def installed_versions(python: str, names=("vllm", "verl", "torch", "transformers")) -> Dict[str, Optional[str]]:
     """Distribution versions in the env of `python` (in-process when it is this interpreter)."""
     code = (
         "import json, importlib.metadata as m\n"
@@ -185,8 +238,8 @@ def is_installed(rel: Dict[str, Any], python: str) -> bool:
         return False
     if recorded.get("wanted") != wanted(rel):
         return False
-    have = installed_versions(python, ("vllm", "torch"))
-    return have["vllm"] == rel["version"] and have["torch"] == rel["torch"]
+    have = installed_versions(python, (_pkg(rel), "torch"))
+    return have[_pkg(rel)] == rel["version"] and have["torch"] == rel["torch"]
 
 
 def _release_set_module() -> Any:
@@ -210,7 +263,12 @@ def release_set(rel: Dict[str, Any]) -> Any:
 
 
 def install_cmd(rel: Dict[str, Any], python: str, override_file: Optional[str]) -> List[str]:
-    return release_set(rel).uv_install(uv_bin(), python, override_file)
+    cmd = release_set(rel).uv_install(uv_bin(), python, override_file)
+    if _pkg(rel) == "vllm":
+        return cmd
+    # a verl env: the same set rule (cutoff, torch pin, overrides, also_install) with verl in vLLM's place; verl pins
+    # no torch, so its verl.toml entry names the torch of its era
+    return [f"{_pkg(rel)}=={rel['version']}" if c == f"vllm=={rel['version']}" else c for c in cmd]
 
 
 def install(rel: Dict[str, Any], python: Optional[str] = None, force: bool = False) -> Dict[str, Any]:
@@ -219,7 +277,8 @@ def install(rel: Dict[str, Any], python: Optional[str] = None, force: bool = Fal
     prefix = env_prefix(python)
     if not force and is_installed(rel, python):
         record = json.loads((prefix / MARKER).read_text())
-        print(f"matrix: vllm {rel['version']} already installed in {prefix} (marker {MARKER}); skipping", flush=True)
+        print(f"matrix: {_pkg(rel)} {rel['version']} already installed in {prefix} (marker {MARKER}); skipping",
+              flush=True)
         return record
     (prefix / MARKER).unlink(missing_ok=True)  # a failed install must not look installed
     with tempfile.TemporaryDirectory() as tmp:
@@ -233,8 +292,8 @@ def install(rel: Dict[str, Any], python: Optional[str] = None, force: bool = Fal
         subprocess.run(cmd, check=True)
         seconds = round(time.monotonic() - start, 1)
     have = installed_versions(python)
-    if have["vllm"] != rel["version"] or have["torch"] != rel["torch"]:
-        raise SystemExit(f"matrix: expected vllm {rel['version']} + torch {rel['torch']}, env has {have}")
+    if have[_pkg(rel)] != rel["version"] or have["torch"] != rel["torch"]:
+        raise SystemExit(f"matrix: expected {_pkg(rel)} {rel['version']} + torch {rel['torch']}, env has {have}")
     record = {"wanted": wanted(rel), "installed": have, "install_seconds": seconds,
               "cache": os.environ.get("UV_CACHE_DIR", "default"), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (prefix / MARKER).write_text(json.dumps(record, indent=1) + "\n")
@@ -273,6 +332,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             rel = release(version)
             print(f"{name:12} vllm=={version:9} cutoff {rel['exclude_newer']}  torch=={rel['torch']:7} "
                   f"python {rel['python']:14} overrides {rel['overrides']} also_install {rel.get('also_install', [])}")
+        for name, version in verl_envs().items():
+            rel = resolve_verl(name)
+            print(f"{name:12} verl=={version:9} cutoff {rel['exclude_newer']}  torch=={rel['torch']:7} "
+                  f"python {rel['python']:14} overrides {rel['overrides']} also_install {rel.get('also_install', [])}")
         return 0
     rel = resolve(args.env)
     if args.cmd == "show":
@@ -286,7 +349,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             rec = json.loads((prefix / MARKER).read_text())
         except (OSError, ValueError):
             rec = {}
-        print(f"| {args.env} | {have['vllm']} | {have['torch']} | {have['transformers']} | "
+        print(f"| {args.env} | {have[_pkg(rel)]} | {have['torch']} | {have['transformers']} | "
               f"{rec.get('install_seconds', '?')} s | {_du(prefix) / 2**30:.1f} GiB |")
     return 0
 
