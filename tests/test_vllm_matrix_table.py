@@ -70,8 +70,8 @@ def test_tox_env_list_is_the_table_matrix(matrix):
     cfg = configparser.ConfigParser(interpolation=None)
     cfg.read(ROOT / "tox.ini")
     names = [n for line in cfg["tox"]["env_list"].split() for n in _expand(line.strip())]
-    # then the envs that are not one per release: the real installer run and the Ray cluster
-    assert names == ["py", *matrix.matrix_envs(), "install-e2e", "ray"]
+    # then the verl envs (compat/data/verl.toml), then the envs that are not one per release: installer, Ray cluster
+    assert names == ["py", *matrix.matrix_envs(), *matrix.verl_envs(), "install-e2e", "ray"]
 
 
 def test_override_file_and_command(matrix, tmp_path):

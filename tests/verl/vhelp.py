@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "hardware"
+HERE = Path(__file__).resolve().parent
 # the five machines of issue 12: fp16-only GPUs without flash-attn, an Ada card on an old driver, Ampere, Hopper
 MACHINES = {"v100": "v100-sxm2.toml", "t4": "t4-driver470.toml", "rtx4090-old-driver": "rtx4090-old-driver.toml",
             "a100": "a100-sxm4.toml", "h100": "h100-sxm.toml"}
