@@ -23,6 +23,7 @@ FEATURES: Dict[str, str] = {
     "git": "the tests run from a git checkout",
     "base-python": "the env's base interpreter (sys._base_executable) is a real non-venv CPython with packaging",
     "vllm": "the real vLLM release of the matrix env, with its torch",
+    "verl": "the real verl release of a verl matrix env (tox -e verl041 ... verl-latest), with its torch and Ray",
     "torch": "torch importable",
     "autoload-pth": "compat-autoload.pth installed in the env's site-packages (compat installed as a wheel)",
     "ray": "Ray installed and a local cluster can start (tox -e ray)",
