@@ -12,7 +12,7 @@ from compat.cli import main
 from helpers import FIXTURES
 
 PLAN_KEYS = {"schema", "ok", "vllm", "vllm_date", "torch", "torch_variant", "torch_requirement", "torch_default_variant",
-             "cuda", "flash_attn", "python", "profile", "gpus", "cutoff", "overrides", "also_install", "requirements",
+             "cuda", "flash_attn", "python", "profile", "gpus", "cutoff", "overrides", "also_install", "kernels", "requirements",
              "installer", "commands", "commands_by_installer", "explanations", "rejected", "findings"}
 
 

@@ -86,6 +86,7 @@ class Plan:
     rejected: Tuple[Tuple[str, str], ...] = ()   # (vllm version, why not), newest first
     gpus: Tuple[str, ...] = field(default=())
     also_install: Tuple[str, ...] = ()  # undeclared run-time dependencies (vllm_releases.toml `also_install`)
+    kernels: Tuple[str, ...] = ()       # kernel packages the picked attention backend needs (kernels.toml), pinned
 
     # -- what to install --------------------------------------------------------------------------------
     @property
@@ -99,7 +100,7 @@ class Plan:
         return ReleaseSet(self.vllm, self.torch, self.cutoff, self.overrides, self.also_install)
 
     def requirements(self) -> List[str]:
-        return self.release_set.requirements(self.torch_requirement)
+        return self.release_set.requirements(self.torch_requirement) + list(self.kernels)
 
     def steps(self, installer: str, python: str = "python", pip_has_cutoff: bool = False) -> List[Step]:
         """The installer steps; `python` is the target interpreter (a path in `compat install`)."""
@@ -136,9 +137,9 @@ class Plan:
                             label="write the overrides file"))
         argv = self.release_set.uv_install("uv", python, OVERRIDES_FILE if self.overrides else None,
                                            None if self.torch_default_variant else self.torch_variant)
-        out.append(Step(argv=tuple(argv), verify=True,
+        out.append(Step(argv=tuple(argv) + self.kernels, verify=True,
                         label=f"install vLLM {self.vllm} + torch {self.torch} ({self.torch_variant})"
-                              + "".join(f" + {a}" for a in self.also_install)))
+                              + "".join(f" + {a}" for a in self.also_install + self.kernels)))
         return out + self._flash_attn_steps("uv", python)
 
     def _pip_steps(self, python: str, pip_has_cutoff: bool) -> List[Step]:
@@ -155,11 +156,11 @@ class Plan:
                             label="write vLLM's requirements with the overrides swapped in"))
             out.append(Step(argv=tuple(base + ["-r", REQUIREMENTS_FILE] + self.requirements()), verify=True,
                             label=f"install vLLM's requirements + torch {self.torch} ({self.torch_variant})"
-                                  + "".join(f" + {a}" for a in self.also_install)))
+                                  + "".join(f" + {a}" for a in self.also_install + self.kernels)))
         else:
             out.append(Step(argv=tuple(base + self.requirements()), verify=True,
                             label=f"install vLLM {self.vllm} + torch {self.torch} ({self.torch_variant})"
-                                  + "".join(f" + {a}" for a in self.also_install)))
+                                  + "".join(f" + {a}" for a in self.also_install + self.kernels)))
         return out + self._flash_attn_steps("pip", python)
 
     def constraints(self) -> str:
@@ -169,7 +170,7 @@ class Plan:
                  f"# resolve as of {self.cutoff}: pip install --uploaded-prior-to={self.cutoff} -c THIS_FILE {names}"
                  + ("" if self.torch_default_variant else " (plus the torch variant index: --format pip)"),
                  f"#                  uv pip install --exclude-newer {self.cutoff} -c THIS_FILE {names}",
-                 f"vllm=={self.vllm}", self.torch_requirement]
+                 f"vllm=={self.vllm}", self.torch_requirement, *self.kernels]
         if self.also_install:
             lines.append(f"# also install (undeclared run-time dependencies, first use needs them): {names[5:]}")
         if self.flash_attn:
@@ -185,7 +186,8 @@ class Plan:
             "torch_requirement": self.torch_requirement, "torch_default_variant": self.torch_default_variant,
             "cuda": self.cuda, "flash_attn": self.flash_attn, "python": self.python, "profile": self.profile,
             "gpus": list(self.gpus), "cutoff": self.cutoff, "overrides": list(self.overrides),
-            "also_install": list(self.also_install), "requirements": self.requirements(),
+            "also_install": list(self.also_install), "kernels": list(self.kernels),
+            "requirements": self.requirements(),
             "installer": installer, "commands": self.commands(installer),
             "commands_by_installer": {i: self.commands(i) for i in INSTALLERS},
             "explanations": [{"choice": w, "why": y} for w, y in self.explanations],
@@ -202,7 +204,7 @@ def refused_as_dict(exc: PlanRefused, hw: Hardware, python: str, installer: str 
         "vllm": None, "vllm_date": None, "torch": None, "torch_variant": None, "torch_requirement": None,
         "torch_default_variant": None, "cuda": None, "flash_attn": None, "python": python, "profile": None,
         "gpus": sorted({f"{g.name} (sm_{g.sm})" for g in hw.gpus}), "cutoff": None, "overrides": [],
-        "also_install": [], "requirements": [], "installer": installer, "commands": [],
+        "also_install": [], "kernels": [], "requirements": [], "installer": installer, "commands": [],
         "commands_by_installer": {i: [] for i in INSTALLERS}, "explanations": [],
         "rejected": [{"vllm": v, "why": y} for v, y in exc.rejected],
         "findings": [exc.finding.as_dict()],
@@ -465,9 +467,59 @@ def _hardware_refusal(env: Environment) -> None:
                                   "(`nvidia-smi` shows the CUDA version it supports)", kind="plan-driver-too-old")
 
 
+def _harvested_kernel(vllm: str, kernel: str) -> Optional[Dict[str, str]]:
+    """The harvested [kernels] row of this release (compat/harvested.py, when that reader and a file exist)."""
+    import importlib
+
+    try:
+        harvested = importlib.import_module("compat.harvested")
+        h = harvested.load(vllm)
+    except (ImportError, CompatError):
+        return None
+    k = h.kernels.get(kernel) if h is not None else None
+    if k is None:
+        return None
+    return {"declared": k.declared, "requirement": k.requirement, "extra": k.extra}
+
+
+def kernel_requirements(vllm: str, backend: Optional[str]) -> Tuple[Tuple[str, ...], str, Optional[Finding]]:
+    """The kernel package the picked attention backend needs in this release, pinned as the release declares it
+    (kernels.toml; a harvested [kernels] row wins): (requirements to add, why, finding)."""
+    if not backend:
+        return (), "", None
+    table = load_data("kernels")
+    key = backend[: -len("_VLLM_V1")] if backend.endswith("_VLLM_V1") else backend
+    b = table.get("backend", {}).get(key)
+    if b is None:
+        return (), "", None
+    kernel, dist = b["kernel"], b["dist"]
+    row = _harvested_kernel(vllm, kernel)
+    where = f"harvested from vLLM {vllm} (compat/data/harvested)"
+    if row is None:
+        for r in table.get("release", []):
+            if versions.in_spec(vllm, r["versions"]) and kernel in r:
+                row, where = dict(r[kernel]), f"kernels.toml: {r['source']}"
+                break
+    if row is None:
+        return (), f"{dist} for {backend}: compat does not know how vLLM {vllm} declares it", Finding(
+            "plan-kernel-unknown", "warning", f"compat picks {backend} for vLLM {vllm} here but does not know how "
+            f"this release declares {dist}", f"install {dist} as vLLM {vllm}'s documentation says")
+    declared = row["declared"]
+    if declared in ("required", "bundled"):
+        return (), f"{dist} for {backend}: vLLM {vllm} installs it itself ({declared}; {where})", None
+    if declared == "extra" and row.get("requirement"):
+        return ((row["requirement"],), f"{row['requirement']} for {backend}: pinned as vLLM {vllm}'s extra "
+                f"[{row.get('extra', '')}] declares it ({where})", None)
+    return (), f"none: vLLM {vllm} declares no {dist} ({where})", Finding(
+        "plan-kernel-absent", "info", f"vLLM {vllm} prefers {backend} on this GPU but declares no {dist}, so there "
+        f"is no release-pinned version to plan; vLLM falls back to another backend when it is not installed",
+        f"install {dist} by hand for {backend} (vLLM {vllm}'s documentation names the build)")
+
+
 def make_plan(env: Environment, request: Optional[str] = None, python: Optional[str] = None,
               environ: Optional[Dict[str, str]] = None) -> Plan:
     """The plan for `env`'s hardware; raises PlanRefused (a CompatError) when nothing fits."""
+    from ..choose import choose_backend
     from ..profiles import select_profile  # local: keeps `import compat.install.planner` light
 
     req, wanted = requested_releases(request)
@@ -494,6 +546,8 @@ def make_plan(env: Environment, request: Optional[str] = None, python: Optional[
                 driver_fixes.append(fix)
             continue
         fa, fa_why = _flash_attn(rel["torch"], fit.cuda, py, min_sm)
+        backend, _ = choose_backend(profile, v, hw.min_sm)
+        kernels, kernels_why, kernel_finding = kernel_requirements(v, backend.name if backend else None)
         chosen_why = ("requested" if len(wanted) == 1 else
                       f"newest release{'' if str(req.specifier) == '' else ' matching ' + str(req.specifier)} "
                       "in vllm_releases.toml that fits this machine")
@@ -510,11 +564,12 @@ def make_plan(env: Environment, request: Optional[str] = None, python: Optional[
                 ("torch", f"{rel['torch']}: the exact torch vLLM {v} pins ({rel.get('source', 'vllm_releases.toml')})"),
                 ("torch_variant", fit.why),
                 ("flash_attn", fa_why),
-                ("resolution", resolution))
+                ("resolution", resolution)) + ((("kernels", kernels_why),) if kernels_why else ())
         return Plan(vllm=v, vllm_date=rel["date"], torch=rel["torch"], torch_variant=fit.variant,
                     torch_default_variant=fit.default, cuda=fit.cuda, flash_attn=fa, cutoff=rs.cutoff,
                     overrides=over, python=py, profile=profile.name, explanations=expl,
-                    findings=tuple(pfind) + fit.findings, rejected=tuple(rejected),
+                    findings=tuple(pfind) + fit.findings + ((kernel_finding,) if kernel_finding else ()),
+                    rejected=tuple(rejected), kernels=kernels,
                     gpus=tuple(sorted({f"{g.name} (sm_{g.sm})" for g in hw.gpus})), also_install=rs.also_install)
     _refuse(req, hw, rejected, driver_fixes)
     raise AssertionError("unreachable")
