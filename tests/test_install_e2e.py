@@ -1,7 +1,11 @@
-"""Real `compat install` into throwaway venvs (tox -e install-e2e; needs uv and its cache or the network).
+"""Real `compat install` into throwaway venvs (tox -e install-e2e; needs uv, its cache or the network, ~8 GB of disk).
 
-vLLM 0.7.2 + torch 2.5.1 is the cheapest real set here: the matrix env vllm072 resolves the same set with the
-same cutoff, so a warm uv cache links it in about 30 s. Skipped unless COMPAT_E2E=1 (the tox env sets it).
+Both installers, from STOCK venvs (`python3.11 -m venv`: its bundled pip 23.x, which lacks --uploaded-prior-to), for
+vLLM 0.7.2 (torch 2.5.1, triton 3.1) and 0.8.5 (torch 2.6.0, triton 3.2): the matrix envs vllm072/vllm085 resolve
+the same sets with the same cutoff, so uv links them from its warm cache. After each install the venv builds a
+fused-MoE layer on CPU (the first real step that goes through triton's build path, which needs setuptools).
+Each new check is also shown to fail without its fix: the first-use check against a set without also_install, and
+pip's cutoff without the pip upgrade. Skipped unless COMPAT_E2E=1 (the tox env sets it).
 """
 
 from __future__ import annotations
@@ -12,14 +16,20 @@ import shutil
 import stat
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from compat.detect import detect
+from compat.install import executor, planner
+
 ROOT = Path(__file__).resolve().parents[1]
 HW = ROOT / "tests" / "fixtures" / "hardware"
-FIXTURE = HW / "v100-sxm2.toml"     # sm70, driver 535: torch 2.5.1's default cu124 wheel fits, no flash-attn
+V100 = HW / "v100-sxm2.toml"       # sm70, driver 535: the default torch wheel fits; compat picks XFORMERS
+A100 = HW / "a100-sxm4.toml"       # sm80: compat picks FLASH_ATTN (vLLM's bundled kernels); flash-attn left out
 RELEASE = "0.7.2"
+SETS = [("0.7.2", V100), ("0.8.5", A100)]
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,10 +37,38 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("uv") is None, reason="needs uv: no uv on PATH"),
 ]
 
+# The smallest real first-use step that needs setuptools through triton's build path, on CPU: vLLM's FusedMoE
+# layer constructed in a one-rank gloo world, with the fused_moe Triton kernel module imported (stand-in for a
+# first MoE forward, which needs a GPU). Without setuptools the import of the fused_moe package already fails.
+FUSED_MOE = """
+import importlib, socket, torch
+from vllm.distributed import parallel_state as ps
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+ps.init_distributed_environment(world_size=1, rank=0, local_rank=0, backend="gloo",
+                                distributed_init_method=f"tcp://127.0.0.1:{port}")
+ps.initialize_model_parallel(1, 1, backend="gloo")
+from vllm.model_executor.layers.fused_moe import FusedMoE
+kernels = importlib.import_module("vllm.model_executor.layers.fused_moe.fused_moe")
+import triton.runtime.build
+layer = FusedMoE(num_experts=4, top_k=2, hidden_size=64, intermediate_size=128, params_dtype=torch.float16,
+                 prefix="moe.0")
+print("FUSED-MOE", type(kernels.fused_moe_kernel).__name__, tuple(layer.w13_weight.shape))
+"""
 
-def _venv(path: Path) -> Path:
-    subprocess.run(["uv", "venv", "-q", "--python", f"{sys.version_info[0]}.{sys.version_info[1]}", str(path)],
-                   check=True)
+
+def _base_python() -> str:
+    """The interpreter the tox env was made from: a real CPython whose `-m venv` makes a stock venv."""
+    return getattr(sys, "_base_executable", sys.executable)
+
+
+def _stock_venv(path: Path) -> Path:
+    subprocess.run([_base_python(), "-m", "venv", str(path)], check=True, timeout=300)
+    return path / "bin" / "python"
+
+
+def _uv_venv(path: Path) -> Path:
+    subprocess.run(["uv", "venv", "-q", "--python", _base_python(), str(path)], check=True)
     return path / "bin" / "python"
 
 
@@ -39,40 +77,94 @@ def _freeze(python: Path) -> list:
     return sorted(out.stdout.split())
 
 
-def _compat(*args, env=None, timeout=1500):
-    e = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
-    return subprocess.run([sys.executable, "-m", "compat", *args], capture_output=True, text=True, env=e,
-                          timeout=timeout, cwd=ROOT)
+def _pip_version(python: Path) -> str:
+    return subprocess.run([str(python), "-c", "import pip; print(pip.__version__)"], capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
-def test_install_then_doctor_in_that_venv_reports_no_mismatch(tmp_path):
-    py = _venv(tmp_path / "venv")
-    dry = _compat("install", f"vllm=={RELEASE}", "--hardware", str(FIXTURE), "--python", str(py), "--installer", "uv")
-    assert dry.returncode == 0, dry.stderr
-    assert "matches the plan" in dry.stderr and _freeze(py) == []          # the default is a dry run
-    out = _compat("install", f"vllm=={RELEASE}", "--yes", "--hardware", str(FIXTURE), "--python", str(py),
-                  "--installer", "uv")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "resolution matches the plan" in out.stderr and "[1/1]" in out.stderr
+def _clean_env(**extra: str) -> dict:
+    """This box's pip configuration adds local file indexes (no upload times: --uploaded-prior-to cannot filter
+    them, so pip would take a transformers newer than the cutoff) and a global constraints file; pip resolves from
+    the package index alone, as on a user's machine, and uv never reads pip's configuration anyway."""
+    env = {k: v for k, v in os.environ.items() if not (k.startswith("PIP_") and k not in ("PIP_CERT",
+                                                                                             "PIP_DEFAULT_TIMEOUT"))}
+    # no pip cache: a torch family is ~3 GB of wheels and the shared box's disk is tight; uv keeps its own cache
+    env.update(PYTHONPATH=str(ROOT), PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1",
+               PIP_NO_CACHE_DIR="1", **extra)
+    return env
+
+
+def _compat(*args, env=None, timeout=1800):
+    return subprocess.run([sys.executable, "-m", "compat", *args], capture_output=True, text=True,
+                          env=_clean_env(**(env or {})), timeout=timeout, cwd=ROOT)
+
+
+def _fused_moe(python: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(python), "-c", FUSED_MOE], capture_output=True, text=True, timeout=900,
+                          env=_clean_env())
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+@pytest.mark.parametrize("release, fixture", SETS, ids=[r for r, _ in SETS])
+def test_install_from_a_stock_venv_then_a_fused_moe_layer_builds(tmp_path, installer, release, fixture):
+    py = _stock_venv(tmp_path / "venv")
+    assert int(_pip_version(py).split(".")[0]) < 26          # the stock pip: no --uploaded-prior-to
+    common = [f"vllm=={release}", "--hardware", str(fixture), "--python", str(py), "--installer", installer,
+              "--no-flash-attn"]
+    dry = _compat("install", *common)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "resolution matches the plan" in dry.stderr and "vllm" not in " ".join(_freeze(py))   # changed nothing
+    out = _compat("install", *common, "--yes")
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "ok first use" in out.stderr and "environment matches the plan" in out.stderr
     frozen = _freeze(py)
-    assert f"vllm=={RELEASE}" in frozen and "torch==2.5.1" in frozen
-    # doctor inside that venv (compat from the source tree on PYTHONPATH; hardware from the fixture)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    doc = subprocess.run([str(py), "-m", "compat", "doctor", "--json", "--hardware", str(FIXTURE)],
-                         capture_output=True, text=True, env=env, timeout=300)
-    report = json.loads(doc.stdout)
-    assert report["software"]["packages"]["vllm"] == RELEASE
-    ids = [f["id"] for f in report["findings"]]
-    assert "plan-mismatch" not in ids, report["findings"]
-    assert not [f for f in report["findings"] if f["severity"] == "error"], report["findings"]
+    assert f"vllm=={release}" in frozen and any(x.startswith("setuptools==") for x in frozen)
+    moe = _fused_moe(py)
+    assert moe.returncode == 0 and "FUSED-MOE JITFunction" in moe.stdout, moe.stderr[-3000:]
+    if installer == "uv" and release == RELEASE:  # doctor inside that venv (compat from the source tree)
+        doc = subprocess.run([str(py), "-m", "compat", "doctor", "--json", "--hardware", str(fixture)],
+                             capture_output=True, text=True, env=_clean_env(), timeout=600)
+        report = json.loads(doc.stdout)
+        assert report["software"]["packages"]["vllm"] == release
+        assert not [f for f in report["findings"] if f["severity"] == "error"], report["findings"]
+    shutil.rmtree(tmp_path / "venv")                         # 6-9 GB each: free the disk before the next one
+
+
+def test_first_use_check_fails_without_also_install_and_restores(tmp_path):
+    """Without its fix (the plan's also_install) the set installs, matches the plan by version, and the first-use
+    check catches the missing setuptools (a uv venv has none); the snapshot comes back exactly."""
+    py = _uv_venv(tmp_path / "venv")
+    subprocess.run(["uv", "pip", "install", "-q", "--python", str(py), "six==1.16.0"], check=True)
+    before = _freeze(py)
+    plan = planner.make_plan(detect(str(V100)), f"vllm=={RELEASE}", python=f"{sys.version_info[0]}.{sys.version_info[1]}")
+    assert plan.also_install == ("setuptools",)
+    lines: list = []
+    with pytest.raises(executor.InstallFailed) as exc:
+        executor.execute(replace(plan, also_install=()), executor.probe(str(py)), "uv", True, str(V100),
+                         progress=lines.append)
+    msg = str(exc.value)
+    assert "fails on first use" in msg and "missing module 'setuptools'" in msg and "restored to the snapshot" in msg
+    assert any("ok compat install" in x or "ok install vLLM" in x for x in lines), lines   # it did install first
+    assert _freeze(py) == before
+
+
+def test_pip_cutoff_without_the_pip_upgrade_fails_and_changes_nothing(tmp_path):
+    """Without its fix (upgrading the stock pip first) pip rejects --uploaded-prior-to; nothing is changed."""
+    py = _stock_venv(tmp_path / "venv")
+    target = executor.probe(str(py))
+    before = _freeze(py)
+    plan = planner.make_plan(detect(str(V100)), f"vllm=={RELEASE}", python=target.version)
+    with pytest.raises(executor.InstallFailed) as exc:
+        executor.execute(plan, replace(target, pip="26.0"), "pip", True, str(V100), progress=lambda s: None)
+    assert "no such option: --uploaded-prior-to" in str(exc.value) and _freeze(py) == before
 
 
 def test_impossible_pin_fails_before_changing_anything(tmp_path):
-    py = _venv(tmp_path / "venv")
+    py = _uv_venv(tmp_path / "venv")
     subprocess.run(["uv", "pip", "install", "-q", "--python", str(py), "six==1.16.0"], check=True)
     before = _freeze(py)
     (tmp_path / "c.txt").write_text("torch==0.0.1\n")                     # no such torch: resolution must fail
-    out = _compat("install", f"vllm=={RELEASE}", "--yes", "--hardware", str(FIXTURE), "--python", str(py),
+    out = _compat("install", f"vllm=={RELEASE}", "--yes", "--hardware", str(V100), "--python", str(py),
                   "--installer", "uv", env={"UV_CONSTRAINT": str(tmp_path / "c.txt")})
     assert out.returncode == 1, out.stderr
     assert "restored" in out.stderr
@@ -81,7 +173,7 @@ def test_impossible_pin_fails_before_changing_anything(tmp_path):
 
 def test_failure_after_installing_restores_the_snapshot(tmp_path):
     """uv installs the whole set, then reports failure: compat must put the venv back exactly."""
-    py = _venv(tmp_path / "venv")
+    py = _uv_venv(tmp_path / "venv")
     subprocess.run(["uv", "pip", "install", "-q", "--python", str(py), "six==1.16.0", "packaging==23.2"], check=True)
     before = _freeze(py)
     real_uv = shutil.which("uv")
@@ -93,7 +185,7 @@ def test_failure_after_installing_restores_the_snapshot(tmp_path):
                     "case \" $* \" in *\" --dry-run \"*) exit 0;; *\" vllm==\"*) echo 'shim: failing on purpose' >&2;"
                     " exit 3;; esac\n")
     shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
-    out = _compat("install", f"vllm=={RELEASE}", "--yes", "--hardware", str(FIXTURE), "--python", str(py),
+    out = _compat("install", f"vllm=={RELEASE}", "--yes", "--hardware", str(V100), "--python", str(py),
                   "--installer", "uv", env={"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"})
     assert out.returncode == 1, out.stderr[-3000:]
     assert "failing on purpose" in out.stderr and "restored to the snapshot" in out.stderr
