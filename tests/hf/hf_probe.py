@@ -1,9 +1,11 @@
 """Child process for tests/hf: load a tiny saved model the ways verl and users do, print one JSON line.
 
-argv: <model dir> <scenario> ...; env: COMPAT_HARDWARE (a fixture), COMPAT_DISABLE_PATCHES, COMPAT_HF_DTYPE.
-`compat.setup()` runs first (it registers the transformers sets for when transformers.modeling_utils is imported),
-then torch and transformers are imported, so the post-import hook is what applies the sets.
-Each scenario reports the model's config._attn_implementation and parameter dtypes, or the exception it raised.
+argv: <model dir> <hardware file> ...; env: COMPAT_DISABLE_PATCHES, COMPAT_HF_DTYPE.
+`compat.setup(hardware=<first file>)` runs before torch and transformers are imported, so the post-import hook is
+what applies the sets; for each further machine the process calls compat.revert() and compat.setup(hardware=...)
+(transformers is imported by then, so setup applies the sets at once), which saves a torch import per machine.
+Each scenario reports the model's config._attn_implementation and parameter dtypes, or the exception it raised;
+each machine also reports the transformers sets' statuses and the `compat` log lines written while it ran.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ logging.getLogger("compat").addHandler(logging.StreamHandler(log))
 
 import compat  # noqa: E402
 
-compat.setup()
+machines = sys.argv[2:]
+compat.setup(hardware=machines[0])
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -76,22 +79,38 @@ def set_attn_fa2():
     return model
 
 
-out = {"transformers": transformers.__version__, "torch": torch.__version__}
-for name in sys.argv[2:]:
-    try:
-        model = globals()[name]()
-        if model is None:
-            out[name] = {"skipped": "not in this release"}
-            continue
-        dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()})
-        with torch.no_grad():
-            logits = model(torch.tensor([[1, 2, 3, 4]])).logits
-        out[name] = {"attn": model.config._attn_implementation, "dtypes": dtypes,
-                     "finite": bool(torch.isfinite(logits).all())}
-    except Exception as exc:  # the failure is the result (kill-switch runs)
-        out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+SCENARIOS = (verl_from_pretrained, verl_from_config, kwarg_fa2, kwarg_fa2_dtype_str, auto_dtype, sdpa_fp32,
+             eager_fp16, sdpa_bf16, set_attn_fa2)
+
+
+def run_scenarios() -> dict:
+    res: dict = {}
+    for fn in SCENARIOS:
+        try:
+            model = fn()
+            if model is None:
+                res[fn.__name__] = {"skipped": "not in this release"}
+                continue
+            dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()})
+            with torch.no_grad():
+                logits = model(torch.tensor([[1, 2, 3, 4]])).logits
+            res[fn.__name__] = {"attn": model.config._attn_implementation, "dtypes": dtypes,
+                                "finite": bool(torch.isfinite(logits).all())}
+        except Exception as exc:  # the failure is the result (kill-switch runs)
+            res[fn.__name__] = {"error": f"{type(exc).__name__}: {exc}"}
+    return res
+
+
 import compat.patches  # noqa: E402
 
-out["patches"] = {s.id: s.status for s in compat.patches.status() if s.patch_set.startswith("transformers")}
-out["log"] = log.getvalue()
+out: dict = {"transformers": transformers.__version__, "torch": torch.__version__}
+for n, machine in enumerate(machines):
+    if n:
+        compat.revert()
+        compat.setup(hardware=machine)
+    start = len(log.getvalue())
+    res = run_scenarios()
+    res["patches"] = {s.id: s.status for s in compat.patches.status() if s.patch_set.startswith("transformers")}
+    res["log"] = log.getvalue()[start:]
+    out[machine] = res
 print("PROBE " + json.dumps(out))
