@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
 
 from ..choose import choose_backend
-from ..detect.model import Environment
+from ..detect.model import Environment, Software, packages_tuple
 from ..profiles import Profile, select_profile
 from .checks import Machine, Preflight, Target, run
 from .config import ModelConfig, load_model
@@ -29,8 +29,14 @@ def machine_of(env: Environment) -> Machine:
                    memory_mib=min((g.memory_mib for g in gpus), default=0))
 
 
-def target_for(profile: Profile, vllm: Optional[str], source: str, sm: Optional[int]) -> Target:
-    backend, _ = choose_backend(profile, vllm, sm)
+def target_for(profile: Profile, vllm: Optional[str], source: str, sm: Optional[int],
+               software: Optional[Software] = None) -> Target:
+    """compat's choices for this release: the installed packages decide the backend (a kernel package that is
+    only an extra); for a planned or given release, what the plan installs (vLLM itself)."""
+    if software is None or source != "installed":
+        python = software.python if software else ""
+        software = Software(python=python, packages=packages_tuple({"vllm": vllm} if vllm else {}))
+    backend, _ = choose_backend(profile, vllm, sm, software)
     return Target(vllm=vllm, vllm_source=source, profile=profile.name, dtype=profile.dtype,
                   bf16_ok="bfloat16" not in profile.refuse_dtypes and profile.dtype != "float16",
                   backend=backend, refuse_vllm=profile.refuse_vllm)
@@ -53,7 +59,7 @@ def for_environment(model: Union[str, Path, ModelConfig], env: Environment, vllm
         from ..errors import CompatError
         raise CompatError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
     mach = machine_of(env)
-    return run(m, mach, target_for(profile, vllm, source or "given", mach.sm), max_model_len,
+    return run(m, mach, target_for(profile, vllm, source or "given", mach.sm, env.software), max_model_len,
                gpu_memory_utilization, harvest_dir)
 
 

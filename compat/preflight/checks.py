@@ -281,6 +281,9 @@ def _backend_problems(m: ModelConfig, name: str, bf: BackendFacts, dtype: str, s
     floor = _floor(name, bf)
     if sm is not None and floor is not None and sm < floor:
         why.append(f"it needs sm{floor}+")
+    only = _data()["attention"]["mla_only_sm"].get(name)
+    if sm is not None and isinstance(only, list) and sm // 10 * 10 not in only:
+        why.append(f"it is built for sm{'/sm'.join(map(str, only))} only")
     head = attention_head_size(m, bool(bf.mla))
     if (not m.mla or not bf.mla) and bf.head_sizes is not None and head not in bf.head_sizes:
         why.append(f"head size {head} is not among its {list(bf.head_sizes)}")

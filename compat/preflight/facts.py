@@ -1,7 +1,7 @@
 """What a vLLM release itself says it supports, read from compat/data/harvested/vllm-X.Y.Z.toml.
 
-The format is the contract in docs (harvest-schema): a missing table or key is unknown, and unknown is
-never read as "supported". Files are parsed lazily, one per release asked for, and cached per process.
+Read through compat.harvested, the typed reader of the harvest format; a missing table or key is unknown,
+and unknown is never read as "supported". Files are parsed lazily, one per release asked for, and cached.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
-from .. import versions
-from .._toml import DATA_DIR, DATA_FILE_MAX_BYTES, load_toml
+from .. import harvested, versions
 
-HARVEST_DIR = DATA_DIR / "harvested"
+HARVEST_DIR = harvested.HARVEST_DIR
 
 
 @dataclass(frozen=True)
@@ -44,62 +43,32 @@ class ReleaseFacts:
 _cache: Dict[Tuple[str, str], Optional[ReleaseFacts]] = {}
 
 
-def _opt_int(v: Any) -> Optional[int]:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-def _opt_bool(v: Any) -> Optional[bool]:
-    return v if isinstance(v, bool) else None
-
-
-def _strs(v: Any) -> Optional[Tuple[str, ...]]:
-    return tuple(str(x) for x in v) if isinstance(v, list) else None
-
-
-def parse(data: Mapping[str, Any], file: str) -> ReleaseFacts:
-    rel = data.get("release", {})
-    models = data.get("models", {})
-    archs = models.get("architectures") if isinstance(models, dict) else None
-    quant = {name: QuantFacts(_opt_int(t.get("min_capability")), _strs(t.get("act_dtypes")) or ())
-             for name, t in (data.get("quantization") or {}).items() if isinstance(t, dict)}
-    attn = {}
-    for name, t in (data.get("attention") or {}).items():
-        if not isinstance(t, dict):
-            continue
-        hs = t.get("head_sizes")
-        attn[name] = BackendFacts(
-            importable=_opt_bool(t.get("importable")),
-            head_sizes=tuple(int(x) for x in hs) if isinstance(hs, list) else None,
-            dtypes=_strs(t.get("dtypes")), min_capability=_opt_int(t.get("min_capability")),
-            mla=_opt_bool(t.get("mla")), sliding_window=_opt_bool(t.get("sliding_window")))
-    return ReleaseFacts(vllm=str(rel.get("vllm", "")), file=file,
-                        architectures=frozenset(str(a) for a in archs) if isinstance(archs, list) else None,
-                        quantization=quant, attention=attn)
-
-
-def _file_version(p: Path) -> str:
-    return p.name[len("vllm-"):-len(".toml")]
+def _adapt(h: harvested.Harvest, file: str) -> ReleaseFacts:
+    """compat.harvested's reader (owner: harvest) marks unknown lists as empty; here unknown is None."""
+    attn = {name: BackendFacts(importable=a.importable, head_sizes=tuple(a.head_sizes) or None,
+                               dtypes=tuple(a.dtypes) or None, min_capability=a.min_capability, mla=a.mla,
+                               sliding_window=a.sliding_window)
+            for name, a in h.attention.items()}
+    quant = {name: QuantFacts(q.min_capability, tuple(q.act_dtypes)) for name, q in h.quantization.items()}
+    archs = None if h.architectures is None else frozenset(h.architectures)
+    return ReleaseFacts(vllm=h.version, file=file, architectures=archs, quantization=quant, attention=attn)
 
 
 def releases(directory: Optional[Path] = None) -> List[str]:
     """Versions with a harvested file, oldest first (PEP 440 order)."""
     d = directory or HARVEST_DIR
-    if not d.is_dir():
-        return []
-    found = [_file_version(p) for p in d.glob("vllm-*.toml")]
-    return sorted(found, key=versions.parse)
+    return harvested.releases(d) if d.is_dir() else []
 
 
 def load(version: str, directory: Optional[Path] = None) -> Optional[ReleaseFacts]:
-    """Facts of this release (local tag ignored), or None when no file was harvested for it."""
+    """Facts of this release (local tag ignored: 0.6.1.post1+cu118 is 0.6.1.post1), or None without a file."""
     d = directory or HARVEST_DIR
     key = (str(d), str(versions.release(version)))
     if key not in _cache:
         want = versions.release(version)
         match = next((v for v in releases(d) if versions.release(v) == want), None)
-        path = d / f"vllm-{match}.toml"
-        _cache[key] = None if match is None else parse(
-            load_toml(path, what="harvested release facts", limit=DATA_FILE_MAX_BYTES), str(path))
+        h = None if match is None else harvested.load(match, d)
+        _cache[key] = None if h is None else _adapt(h, str(d / f"vllm-{match}.toml"))
     return _cache[key]
 
 

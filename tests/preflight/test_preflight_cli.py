@@ -106,3 +106,13 @@ def test_plan_model_imports_no_torch_or_vllm():
         "print(sorted(m for m in ('torch', 'vllm', 'transformers', 'numpy') if m in sys.modules))\n")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_b200_with_vllm_0110_asks_for_no_backend_that_a_plain_install_lacks(capsys):
+    """flashinfer is only an extra of vLLM 0.11.0: pre-flight of a planned 0.11.0 on B200 must not ask for it."""
+    code, out, _ = _run(capsys, "plan", "vllm==0.11.0", "--hardware", str(FIXTURES / "b200.toml"), "--format", "json",
+                        "--model", str(MODELS / "llama-3.1-8b"))
+    m = json.loads(out)["model"]
+    assert m["attention_backend"] != "FLASHINFER"
+    assert "FLASHINFER" not in json.dumps(m["engine_kwargs"])
+    assert not [f for f in m["findings"] if f["id"].startswith("preflight-backend") and f["severity"] == "error"]

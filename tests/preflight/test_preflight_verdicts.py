@@ -19,6 +19,7 @@ from packaging.version import Version
 
 from compat.choose import choose_backend
 from compat.detect import detect
+from compat.detect.model import Software
 from compat.preflight import for_environment
 from compat.profiles import select_profile
 
@@ -172,7 +173,8 @@ def expected(cfg, hw, rel, rel_version, profile):
         dtype = "float16" if "float16" in act else act[0]
     e["kwargs"]["dtype"] = dtype
     # attention backend compat chooses for this release and GPU, against the harvested constraints
-    backend, _ = choose_backend(profile, rel_version, sm)
+    # (what a plain install of the release brings: a kernel package that is only an extra is absent)
+    backend, _ = choose_backend(profile, rel_version, sm, Software(python="3.11", packages=(("vllm", rel_version),)))
     mla = "kv_lora_rank" in cfg
     if backend is not None and backend.name in rel.get("attention", {}) and not mla:
         bf = rel["attention"][backend.name]
