@@ -106,7 +106,7 @@ def plan(argv: Optional[List[str]] = None) -> int:
                    "findings": [{"id": "bad-input", "severity": "error", "message": str(exc), "fix": None}]})
         raise
     from ..preflight.cli import for_plan, render
-    pf = for_plan(env, p.vllm, args)  # None without --model
+    pf = for_plan(env, p.vllm, args, p.kernels)  # None without --model
     if args.format == "json":
         d = p.as_dict(installer)
         if pf is not None:  # the model's pre-flight (docs/json-contract.md): its errors make the answer not ok

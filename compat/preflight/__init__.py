@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 from ..choose import choose_backend
 from ..detect.model import Environment, Software, packages_tuple
@@ -30,22 +30,27 @@ def machine_of(env: Environment) -> Machine:
 
 
 def target_for(profile: Profile, vllm: Optional[str], source: str, sm: Optional[int],
-               software: Optional[Software] = None) -> Target:
-    """compat's choices for this release: the installed packages decide the backend (a kernel package that is
-    only an extra); for a planned or given release, what the plan installs (vLLM itself)."""
+               software: Optional[Software] = None, planned: Sequence[str] = ()) -> Target:
+    """compat's choices for this release. The installed packages decide the backend (a kernel package that is
+    only an extra may be missing); for a planned or given release, what the plan installs: vLLM and the
+    `planned` requirements ("flashinfer-python==0.3.1")."""
     if software is None or source != "installed":
-        python = software.python if software else ""
-        software = Software(python=python, packages=packages_tuple({"vllm": vllm} if vllm else {}))
+        pk = {"vllm": vllm} if vllm else {}
+        for req in planned:
+            name, _, ver = req.partition("==")
+            pk[name.strip()] = ver.strip() or "0"
+        software = Software(python=software.python if software else "", packages=packages_tuple(pk))
     backend, _ = choose_backend(profile, vllm, sm, software)
     return Target(vllm=vllm, vllm_source=source, profile=profile.name, dtype=profile.dtype,
                   bf16_ok="bfloat16" not in profile.refuse_dtypes and profile.dtype != "float16",
-                  backend=backend, refuse_vllm=profile.refuse_vllm)
+                  backend=backend, refuse_vllm=profile.refuse_vllm, packages=software.packages)
 
 
 def for_environment(model: Union[str, Path, ModelConfig], env: Environment, vllm: Optional[str] = None,
                     source: Optional[str] = None, profile: Optional[Profile] = None,
                     max_model_len: Optional[int] = None, gpu_memory_utilization: Optional[float] = None,
-                    environ: Mapping[str, str] = os.environ, harvest_dir: Optional[Path] = None) -> Preflight:
+                    environ: Mapping[str, str] = os.environ, harvest_dir: Optional[Path] = None,
+                    planned: Sequence[str] = ()) -> Preflight:
     """Pre-flight for a detected or simulated machine; vllm defaults to the installed release."""
     m = model if isinstance(model, ModelConfig) else load_model(model)
     if profile is None:
@@ -59,7 +64,7 @@ def for_environment(model: Union[str, Path, ModelConfig], env: Environment, vllm
         from ..errors import CompatError
         raise CompatError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
     mach = machine_of(env)
-    return run(m, mach, target_for(profile, vllm, source or "given", mach.sm, env.software), max_model_len,
+    return run(m, mach, target_for(profile, vllm, source or "given", mach.sm, env.software, planned), max_model_len,
                gpu_memory_utilization, harvest_dir)
 
 

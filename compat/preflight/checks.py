@@ -36,6 +36,7 @@ class Target:
     bf16_ok: bool                       # False where the profile refuses bfloat16 (sm < 80)
     backend: Optional[Backend]
     refuse_vllm: Optional[str] = None   # releases this GPU family cannot run (profile [refuse] vllm)
+    packages: Tuple[Tuple[str, str], ...] = ()   # installed or planned distributions (kernel packages included)
 
 
 @dataclass(frozen=True)
@@ -274,9 +275,21 @@ def _floor(name: str, bf: BackendFacts) -> Optional[int]:
     return int(mla) if isinstance(mla, int) else None
 
 
-def _backend_problems(m: ModelConfig, name: str, bf: BackendFacts, dtype: str, sm: Optional[int]) -> List[str]:
+def _kernel_present(t: Target, name: str) -> bool:
+    """The backend's kernel package (vllm_attention.toml [range.requires]) is installed or planned: the
+    harvest env's import failure for lack of it does not apply."""
+    from ..choose import attention_range
+
+    r = attention_range(t.vllm) or {}
+    dists = r.get("requires", {}).get(name) or []
+    have = dict(t.packages)
+    return bool(dists) and any(have.get(d) for d in dists)
+
+
+def _backend_problems(m: ModelConfig, name: str, bf: BackendFacts, dtype: str, sm: Optional[int],
+                      t: Target) -> List[str]:
     why = []
-    if bf.importable is False:
+    if bf.importable is False and not _kernel_present(t, name):
         why.append("it does not import in this release's install (a kernel package is missing)")
     floor = _floor(name, bf)
     if sm is not None and floor is not None and sm < floor:
@@ -301,7 +314,7 @@ def mla_cache(m: ModelConfig, f: Optional[ReleaseFacts]) -> bool:
     return any(bf.mla for bf in f.attention.values())
 
 
-def _alternative(m: ModelConfig, f: ReleaseFacts, dtype: str, sm: Optional[int]) -> Optional[str]:
+def _alternative(m: ModelConfig, f: ReleaseFacts, dtype: str, sm: Optional[int], t: Target) -> Optional[str]:
     names = list(f.attention)
     mla = mla_cache(m, f)
     if mla:
@@ -309,11 +322,12 @@ def _alternative(m: ModelConfig, f: ReleaseFacts, dtype: str, sm: Optional[int])
         names = pref + [n for n in names if n not in pref]
     for name in names:
         bf = f.attention[name]
-        if bool(bf.mla) != mla or bf.importable is not True or _floor(name, bf) is None:
+        if bool(bf.mla) != mla or (bf.importable is not True and not _kernel_present(t, name)) \
+                or _floor(name, bf) is None:
             continue
         if bf.head_sizes is None and not mla:
             continue  # unknown is not supported
-        if not _backend_problems(m, name, bf, dtype, sm):
+        if not _backend_problems(m, name, bf, dtype, sm, t):
             return name
     return None
 
@@ -335,7 +349,7 @@ def check_backend(m: ModelConfig, t: Target, mach: Machine, f: Optional[ReleaseF
                          f"{m.num_heads} decompressed heads of size {attention_head_size(m, False)}, so its KV cache "
                          "is uncompressed (see the memory numbers)", "a release with MLA backends caches ~20x less")]
     elif m.mla and (bf is None or not bf.mla):
-        alt = _alternative(m, f, dtype, mach.sm)
+        alt = _alternative(m, f, dtype, mach.sm, t)
         if alt is None:
             return b.name, [Finding("preflight-backend-mla", "error",
                                     f"{m.architecture} uses MLA but no MLA attention backend of vLLM {t.vllm} runs "
@@ -347,7 +361,7 @@ def check_backend(m: ModelConfig, t: Target, mach: Machine, f: Optional[ReleaseF
     if bf is None:
         return b.name, plain + [Finding("preflight-backend-unknown", "warning",
                                 f"vLLM {t.vllm}'s harvested facts do not list backend {b.name}; not checked")]
-    why = _backend_problems(m, b.name, bf, dtype, mach.sm)
+    why = _backend_problems(m, b.name, bf, dtype, mach.sm, t)
     head = attention_head_size(m, mla_cache(m, f))
     if not why:
         said = [f"head size {head}" + (f" (of {list(bf.head_sizes)})" if bf.head_sizes else " (sizes not "
@@ -356,7 +370,7 @@ def check_backend(m: ModelConfig, t: Target, mach: Machine, f: Optional[ReleaseF
             said.append(f"sliding window {m.sliding_window}" + ("" if bf.sliding_window else " (not stated)"))
         return b.name, plain + [Finding("preflight-backend", "info",
                                         f"attention backend {b.name}: {', '.join(said)}")]
-    alt = _alternative(m, f, dtype, mach.sm)
+    alt = _alternative(m, f, dtype, mach.sm, t)
     fix = how.format(alt) if alt else "no harvested backend of this release fits; try another vLLM release"
     return alt or b.name, plain + [Finding("preflight-backend-unsupported", "error",
                                    f"compat's attention backend {b.name} cannot serve {m.architecture} on vLLM "

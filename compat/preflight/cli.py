@@ -28,25 +28,29 @@ def _kw(args: Any) -> Dict[str, Any]:
 
 
 def for_doctor(env: Environment, args: Any) -> Optional[Preflight]:
-    """The installed vLLM release; without one, the release `compat plan` would install."""
+    """The installed vLLM release; without one, the release (and kernel packages) `compat plan` would install."""
     if not getattr(args, "model", None):
         return None
     vllm, source = env.software.version("vllm"), "installed"
+    planned: Sequence[str] = ()
     if vllm is None:
         from ..errors import CompatError
         from ..install.planner import make_plan
         try:
-            vllm, source = make_plan(env, None).vllm, "planned"
+            plan = make_plan(env, None)
+            vllm, source, planned = plan.vllm, "planned", plan.kernels
         except CompatError:
             vllm = None
-    return for_environment(args.model, env, vllm=vllm, source=source, environ=os.environ, **_kw(args))
+    return for_environment(args.model, env, vllm=vllm, source=source, environ=os.environ, planned=planned,
+                           **_kw(args))
 
 
-def for_plan(env: Environment, vllm: str, args: Any) -> Optional[Preflight]:
-    """The release the plan installs, on the machine it plans for."""
+def for_plan(env: Environment, vllm: str, args: Any, planned: Sequence[str] = ()) -> Optional[Preflight]:
+    """The release the plan installs, with the kernel packages it plans (`planned`), on its machine."""
     if not getattr(args, "model", None):
         return None
-    return for_environment(args.model, env, vllm=vllm, source="planned", environ=os.environ, **_kw(args))
+    return for_environment(args.model, env, vllm=vllm, source="planned", environ=os.environ, planned=planned,
+                           **_kw(args))
 
 
 def render(pf: Preflight, findings: bool = True) -> List[str]:
