@@ -50,7 +50,7 @@ def hf_loading(env: Environment, r: Resolved, environ: Mapping[str, str]) -> Lis
                                + (", or take transformers_attn out of COMPAT_DISABLE_PATCHES"
                                   if state == "disabled" else "")))
     if "bfloat16" in r.profile.refuse_dtypes:
-        given = switch_value(environ.get("COMPAT_HF_DTYPE"))
+        given = switch_value(environ)
         state = _set_state("transformers_dtype", tf, environ)
         if given is not False and state == "on":
             out.append(Finding("hf-bfloat16-loaded-as-float16", "info",

@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 SWITCH = "hf_dtype"
-_FALSE = ("0", "false", "no", "off", "none", "")
 _lock = threading.Lock()
 _preview: Dict[Tuple[str, ...], Any] = {}
 
@@ -29,13 +28,11 @@ class Verdict:
     hf_dtype: bool          # bfloat16 loading requests become float16
 
 
-def switch_value(value: object) -> Optional[bool]:
-    """The hf_dtype switch as given (setup(hf_dtype=...) or COMPAT_HF_DTYPE): True/False, None when unset."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.strip().lower() not in _FALSE
-    return bool(value)
+def switch_value(environ: Mapping[str, str]) -> Optional[bool]:
+    """COMPAT_HF_DTYPE read with compat's one switch vocabulary (compat.switches): True/False, None when unset."""
+    from ..switches import Switches
+
+    return Switches.parse(environ).hf_dtype
 
 
 def _report() -> Any:
@@ -72,7 +69,8 @@ def why_no_flash_attn(r: Any, env: Any) -> str:
 def from_report(rep: Any) -> Verdict:
     r = rep.resolved
     refuse = "bfloat16" in r.profile.refuse_dtypes
-    given = switch_value(dict(rep.switches).get(SWITCH, os.environ.get("COMPAT_HF_DTYPE")))
+    sw = dict(rep.switches)  # setup()'s decision (the profile's default filled in), else the environment's
+    given = sw[SWITCH] if SWITCH in sw else switch_value(os.environ)
     return Verdict(profile=r.profile.name, flash_attn=r.hf_attn_implementation == "flash_attention_2",
                    attn=r.hf_attn_implementation, why=why_no_flash_attn(r, rep.environment), refuse_bf16=refuse,
                    hf_dtype=refuse if given is None else given)
