@@ -39,6 +39,13 @@ SHAPES = {
     "70B.qo_8192x8192": (8192, 8192),
     "70B.gate_up_28672x8192": (28672, 8192),
     "70B.down_8192x28672": (8192, 28672),
+    # ragged: dimensions that are not multiples of 128 (issue 12.6); every weight of >= 4M elements counts
+    "DSV3.mla_kv_a_576x7168": (576, 7168),
+    "DSV3.mla_t_7168x576": (7168, 576),
+    "falcon7b.qkv_4672x4544": (4672, 4544),
+    "ragged_4097x11007": (4097, 11007),
+    "ragged_11008x4097": (11008, 4097),
+    "ragged_4096x11009": (4096, 11009),
 }
 # correctness-only shapes: ragged edges, and a block of zeros
 CHECK_SHAPES = {"odd_300x257": (300, 257), "odd_4097x11009": (4097, 11009)}

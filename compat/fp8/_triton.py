@@ -124,6 +124,120 @@ def _block_fp8_kernel(
                 tl.store(q_ptr + q_offs, y, mask=mask)
 
 
+@triton.jit
+def _quant(x, inv, FP8_MAX: tl.constexpr, dtype: tl.constexpr):
+    return tl.minimum(tl.maximum(x * inv, -FP8_MAX), FP8_MAX).to(dtype)
+
+
+@triton.jit
+def _masked_abs(x, member):
+    a = tl.abs(x)
+    a = tl.where(a == a, a, float("inf"))  # NaN -> inf: tl.max does not propagate NaN
+    return tl.where(member, a, 0.0)
+
+
+@triton.jit
+def _block_fp8_rowflat_kernel(
+    w_ptr,
+    q_ptr,
+    s_ptr,
+    M,
+    N,
+    numel,
+    limit,
+    n_blocks_n,
+    FP8_MAX: tl.constexpr,
+    FLOOR: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    CHUNK: tl.constexpr,
+    G: tl.constexpr,
+):
+    """Contiguous weight whose rows are not G-element aligned (N % 16 != 0, e.g. 4097 x 11007).
+
+    Rows of such a weight start at arbitrary addresses, so a (rows x BN) tile can only be read and written
+    one element at a time, which ran at ~0.12 of copy bandwidth. Here each block row is read through a
+    window that starts at the G-aligned flat index at or below the block's first element: loads are whole
+    aligned G-groups (16-byte vectors), elements of neighbouring blocks are loaded but masked out of the
+    amax, and q is written as whole aligned groups where a group lies inside the block, with per-element
+    stores only for the (at most two) groups per row that the block shares with a neighbour. `limit` is
+    numel rounded down to G: the last partial group of the tensor is handled on its own (scalar), so no
+    load ever reaches past the tensor.
+    """
+    pid = tl.program_id(0)
+    pid_m = pid // n_blocks_n
+    pid_n = pid % n_blocks_n
+    row0 = pid_m.to(tl.int64) * BM
+    c0 = pid_n * BN
+    width = tl.minimum(N - c0, BN)  # columns of this block
+    j = tl.arange(0, BN)
+    jg = tl.arange(0, G)
+    g_lo = (j // G) * G  # window-relative start of each element's G-group (constant over the group)
+    last_band = row0 + BM >= M
+    f = limit + jg.to(tl.int64)  # the tensor's trailing partial group (empty when numel % G == 0)
+    f_col = f - (M - 1).to(tl.int64) * N  # N >= G: those elements all lie in the last row
+    f_mem = (f < numel) & (f_col >= c0) & (f_col < c0 + width) & last_band
+
+    amax = tl.zeros((), dtype=tl.float32)
+    for r in tl.static_range(0, BM, CHUNK):
+        rows = row0 + r + tl.arange(0, CHUNK)
+        row_ok = rows < M
+        start = rows * N + c0
+        base = tl.multiple_of((start // G) * G, G)
+        d = (start - base).to(tl.int32)  # the block's first element sits at window position d (< G)
+        e = d + width  # window position just past the block's last element (<= BN + G - 1)
+        offs = base[:, None] + j[None, :]
+        x = tl.load(w_ptr + offs, mask=row_ok[:, None] & (offs < limit), other=0.0,
+                    eviction_policy="evict_last").to(tl.float32)
+        member = (j[None, :] >= d[:, None]) & (j[None, :] < e[:, None])
+        amax = tl.maximum(amax, tl.max(tl.max(_masked_abs(x, member), axis=1), axis=0))
+        # the group holding the block's end; members past window position BN are only here
+        ge = (e // G) * G
+        pos_e = ge[:, None] + jg[None, :]
+        offs_e = base[:, None] + pos_e
+        xe = tl.load(w_ptr + offs_e, mask=row_ok[:, None] & (offs_e < limit), other=0.0,
+                     eviction_policy="evict_last").to(tl.float32)
+        mem_e = (pos_e >= d[:, None]) & (pos_e < e[:, None])
+        amax = tl.maximum(amax, tl.max(tl.max(_masked_abs(xe, mem_e), axis=1), axis=0))
+    xf = tl.load(w_ptr + f, mask=f_mem, other=0.0).to(tl.float32)
+    amax = tl.maximum(amax, tl.max(_masked_abs(xf, f_mem), axis=0))
+
+    amax_eff = tl.where(amax == 0.0, FP8_MAX, tl.maximum(amax, FLOOR))
+    fp8_max = tl.full((), FP8_MAX, tl.float32)
+    inv = tl.math.div_rn(fp8_max, amax_eff)
+    scale_inv = tl.math.div_rn(amax_eff, fp8_max)
+    tl.store(s_ptr + pid, scale_inv)
+    out_ty = q_ptr.dtype.element_ty
+
+    for r in tl.static_range(0, BM, CHUNK):
+        rows = row0 + r + tl.arange(0, CHUNK)
+        row_ok = rows < M
+        start = rows * N + c0
+        base = tl.multiple_of((start // G) * G, G)
+        d = (start - base).to(tl.int32)
+        e = d + width
+        offs = base[:, None] + j[None, :]
+        x = tl.load(w_ptr + offs, mask=row_ok[:, None] & (offs < limit), other=0.0,
+                    eviction_policy="evict_first").to(tl.float32)
+        # whole groups inside the block: the mask is constant over each G-group, so these stores vectorize
+        full = (g_lo[None, :] >= d[:, None]) & (g_lo[None, :] + G <= e[:, None]) & row_ok[:, None]
+        tl.store(q_ptr + offs, _quant(x, inv, FP8_MAX, out_ty), mask=full)
+        # the two groups shared with a neighbour block: element-wise stores of this block's members only
+        for edge in tl.static_range(2):
+            if edge == 0:
+                pos = jg[None, :] + tl.zeros_like(d)[:, None]
+            else:
+                pos = ((e // G) * G)[:, None] + jg[None, :]
+            offs_p = base[:, None] + pos
+            ok = row_ok[:, None] & (offs_p < limit)
+            xp = tl.load(w_ptr + offs_p, mask=ok, other=0.0).to(tl.float32)
+            lo = (pos // G) * G
+            partial = (lo < d[:, None]) | (lo + G > e[:, None])
+            mem_p = ok & partial & (pos >= d[:, None]) & (pos < e[:, None])
+            tl.store(q_ptr + offs_p, _quant(xp, inv, FP8_MAX, out_ty), mask=mem_p)
+    tl.store(q_ptr + f, _quant(xf, inv, FP8_MAX, out_ty), mask=f_mem)
+
+
 def quantize_triton(
     weight: torch.Tensor,
     block_size: Tuple[int, int] = (128, 128),
@@ -160,8 +274,45 @@ def quantize_triton(
     return q, scale_inv
 
 
+ROWFLAT_GROUP = 16  # elements per aligned group: 16 bytes of fp8 q, 32 of bf16 w
+
+
+def uses_rowflat(weight: torch.Tensor, q: torch.Tensor, block_n: Optional[int] = None) -> bool:
+    """True when the aligned-window kernel serves this weight: contiguous rows that are not 16-element aligned.
+
+    Aligned rows (N % 16 == 0), strided/transposed weights and N < 16 use the tile kernel, which is
+    vectorized for the first and correct (element-wise) for the others.
+    """
+    m, n = weight.shape
+    g = ROWFLAT_GROUP
+    bn = block_n if block_n is not None else g
+    return (n % g != 0 and n >= g and bn % g == 0
+            and weight.stride() == (n, 1) and q.stride() == (n, 1))
+
+
 def _launch(weight, q, scale_inv, m, n, nb, bm, bn, chunk, kwargs) -> None:
     mb = triton.cdiv(m, bm)
+    if uses_rowflat(weight, q, bn):
+        numel = m * n
+        g = ROWFLAT_GROUP
+        _block_fp8_rowflat_kernel[(mb * nb,)](
+            weight,
+            q,
+            scale_inv,
+            m,
+            n,
+            numel,
+            numel // g * g,
+            nb,
+            FP8_MAX=FP8_E4M3_MAX,
+            FLOOR=AMAX_FLOOR,
+            BM=bm,
+            BN=bn,
+            CHUNK=chunk,
+            G=g,
+            **kwargs,
+        )
+        return
     _block_fp8_kernel[(mb * nb,)](
         weight,
         q,
