@@ -28,12 +28,13 @@ FEATURES: Dict[str, str] = {
     "autoload-pth": "compat-autoload.pth installed in the env's site-packages (compat installed as a wheel)",
     "ray": "Ray installed and a local cluster can start (tox -e ray)",
     "e2e": "real installs into throwaway venvs (tox -e install-e2e, COMPAT_E2E=1)",
-    "triton>=3.6": "triton 3.6 or newer (the FP8 Triton kernel; owned by the device work)",
+    "triton>=3.4": "triton 3.4 or newer (the FP8 Triton kernels through its interpreter; owned by the device work)",
+    "gpu": "a CUDA GPU of sm89 or newer visible to torch (the device machine; no CI env has one)",
     "numpy": "numpy importable",
 }
 
 # `pytest.importorskip` reasons name the module; which feature each module is
-_MODULE_FEATURE = {"torch": "torch", "vllm": "vllm", "ray": "ray", "numpy": "numpy", "triton": "triton>=3.6"}
+_MODULE_FEATURE = {"torch": "torch", "vllm": "vllm", "ray": "ray", "numpy": "numpy", "triton": "triton>=3.4"}
 _NEEDS = re.compile(r"^needs ([A-Za-z0-9_.<>=!-]+):")
 _IMPORT = re.compile(r"could not import '([A-Za-z0-9_.]+)'|^module '([A-Za-z0-9_.]+)' has __version__")
 # the vLLM release marker (tests/vllm/conftest.py): a test for another release is not this env's promise

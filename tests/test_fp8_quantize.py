@@ -1,7 +1,7 @@
 """compat.fp8 numerics on CPU: error bound, scale layout, odd shapes, zero blocks, NaN/Inf refusal,
 input dtypes, and the streaming state-dict API. Skipped as a module where torch is not installed.
-The Triton kernel itself is checked here through Triton's interpreter when triton is importable, and on
-a GPU by benchmarks/fp8_quantize.py."""
+The Triton kernels are checked in tests/test_fp8_triton.py (interpreter and GPU) and by
+benchmarks/fp8_quantize.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 import weakref
 from pathlib import Path
 
@@ -359,51 +358,4 @@ def test_import_compat_fp8_does_not_import_torch():
     assert r.stdout.strip() == "448.0"
 
 
-# ----------------------------------------------------------------- Triton kernel through the interpreter
-
-_INTERPRET_SCRIPT = textwrap.dedent(
-    """
-    import torch
-    from compat.fp8._triton import quantize_triton
-    from compat.fp8.quantize import quantize_reference_core
-    # The interpreter's fp32->fp8 cast does not round like the GPU, so the kernel writes its pre-cast
-    # float32 values into a float32 `q` (the kernel casts to q's element type) and torch casts them.
-    def run(w, chunk):
-        m, n = w.shape
-        q = torch.full((m, n), float("nan"))
-        s = torch.full(((m + 127) // 128, (n + 127) // 128), float("nan"))
-        quantize_triton(w, (128, 128), chunk=chunk, out=(q, s))
-        return q.to(torch.float8_e4m3fn), s
-    torch.manual_seed(0)
-    for shape in [(300, 257), (256, 384), (300, 256), (256, 300), (5, 7)]:
-        for dt in (torch.bfloat16, torch.float16, torch.float32):
-            w = (torch.randn(shape) * 0.02).to(dt)
-            w[:128, :128] = 0
-            qr, sr = quantize_reference_core(w, (128, 128))
-            for chunk in (128, 32):
-                qt, st = run(w, chunk)
-                assert torch.equal(sr, st), (shape, dt, chunk)
-                assert torch.equal(qr.view(torch.uint8), qt.view(torch.uint8)), (shape, dt, chunk)
-    w = torch.randn(257, 300, dtype=torch.bfloat16).t()          # strided input
-    qr, sr = quantize_reference_core(w, (128, 128))
-    qt, st = run(w, 64)
-    assert torch.equal(sr, st) and torch.equal(qr.view(torch.uint8), qt.view(torch.uint8))
-    w = torch.randn(300, 257)
-    w[200, 5] = float("nan")
-    w[10, 200] = float("inf")
-    _, st = run(w, 128)
-    assert not torch.isfinite(st[1, 0]) and not torch.isfinite(st[0, 1]) and torch.isfinite(st).sum() == 7
-    print("interpreter ok")
-    """
-)
-
-
-def test_triton_kernel_matches_reference_in_interpreter():
-    # Interpreter semantics move between Triton releases; this check was written against 3.6.
-    pytest.importorskip("triton", minversion="3.6")
-    pytest.importorskip("numpy")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-c", _INTERPRET_SCRIPT], cwd=REPO, capture_output=True, text=True,
-                       env=env, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "interpreter ok" in r.stdout
+# The Triton kernels (interpreter and GPU): tests/test_fp8_triton.py

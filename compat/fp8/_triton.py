@@ -25,6 +25,9 @@ from compat.fp8 import AMAX_FLOOR, FP8_E4M3_MAX
 # 0.95-1.07 of copy bandwidth on every 7B/70B shape; the single-pass 128-row block dropped to 0.81 on 4096x4096.
 DEFAULT_CHUNK = 64
 DEFAULT_NUM_WARPS = 8
+# The aligned-window kernel (rows not 16-element aligned): best of the sweep on the H200 (2026-12-01).
+ROWFLAT_CHUNK = 64
+ROWFLAT_NUM_WARPS = 16
 
 
 @triton.jit
@@ -125,15 +128,29 @@ def _block_fp8_kernel(
 
 
 @triton.jit
-def _quant(x, inv, FP8_MAX: tl.constexpr, dtype: tl.constexpr):
-    return tl.minimum(tl.maximum(x * inv, -FP8_MAX), FP8_MAX).to(dtype)
+def _amax2d(x):
+    a = tl.abs(x)
+    a = tl.where(a == a, a, float("inf"))  # NaN -> inf: tl.max does not propagate NaN
+    return tl.max(tl.max(a, axis=1), axis=0)
 
 
 @triton.jit
-def _masked_abs(x, member):
-    a = tl.abs(x)
-    a = tl.where(a == a, a, float("inf"))  # NaN -> inf: tl.max does not propagate NaN
-    return tl.where(member, a, 0.0)
+def _to_q(x, inv, FP8_MAX: tl.constexpr, out_ty: tl.constexpr):
+    y = x * inv
+    if out_ty != tl.float8e4nv:
+        # e4m3 output: the cast saturates (cvt.rn.satfinite), which equals clamping first; a float32 `q`
+        # (interpreter tests) gets the clamped pre-cast values the reference casts
+        y = tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX)
+    return y.to(out_ty)
+
+
+@triton.jit
+def _rowflat_rows(rows, M, N, c0, width, G: tl.constexpr):
+    """Per row of a chunk: G-aligned window base (flat index), and the block's first/end window positions."""
+    start = rows * N + c0
+    base = tl.multiple_of((start // G) * G, G)
+    d = (start - base).to(tl.int32)  # < G
+    return base, d, d + width, rows < M
 
 
 @triton.jit
@@ -143,8 +160,6 @@ def _block_fp8_rowflat_kernel(
     s_ptr,
     M,
     N,
-    numel,
-    limit,
     n_blocks_n,
     FP8_MAX: tl.constexpr,
     FLOOR: tl.constexpr,
@@ -155,87 +170,64 @@ def _block_fp8_rowflat_kernel(
 ):
     """Contiguous weight whose rows are not G-element aligned (N % 16 != 0, e.g. 4097 x 11007).
 
-    Rows of such a weight start at arbitrary addresses, so a (rows x BN) tile can only be read and written
-    one element at a time, which ran at ~0.12 of copy bandwidth. Here each block row is read through a
-    window that starts at the G-aligned flat index at or below the block's first element: loads are whole
-    aligned G-groups (16-byte vectors), elements of neighbouring blocks are loaded but masked out of the
-    amax, and q is written as whole aligned groups where a group lies inside the block, with per-element
-    stores only for the (at most two) groups per row that the block shares with a neighbour. `limit` is
-    numel rounded down to G: the last partial group of the tensor is handled on its own (scalar), so no
-    load ever reaches past the tensor.
+    Rows of such a weight start at arbitrary addresses, so a (rows x BN) tile is read and written one element
+    at a time (~0.12-0.3 of copy bandwidth on the H200). Here each block row is seen through a window that
+    starts at the G-aligned flat index at or below the block's first element. The window's G-groups that lie
+    wholly inside the block are loaded and stored as 16-byte vectors (a mask that is constant per group keeps
+    them vectorized); the at most two groups per row that the block shares with a neighbour block (window
+    group 0, and the group holding the block's end) are read and written element-wise for this block's
+    members only, so no access leaves the block and none reaches past the tensor.
     """
     pid = tl.program_id(0)
     pid_m = pid // n_blocks_n
     pid_n = pid % n_blocks_n
     row0 = pid_m.to(tl.int64) * BM
     c0 = pid_n * BN
-    width = tl.minimum(N - c0, BN)  # columns of this block
+    width = tl.minimum(N - c0, BN)
     j = tl.arange(0, BN)
     jg = tl.arange(0, G)
-    g_lo = (j // G) * G  # window-relative start of each element's G-group (constant over the group)
-    last_band = row0 + BM >= M
-    f = limit + jg.to(tl.int64)  # the tensor's trailing partial group (empty when numel % G == 0)
-    f_col = f - (M - 1).to(tl.int64) * N  # N >= G: those elements all lie in the last row
-    f_mem = (f < numel) & (f_col >= c0) & (f_col < c0 + width) & last_band
+    g_lo = (j // G) * G  # window position of each element's group start (constant over the group)
+    out_ty = q_ptr.dtype.element_ty
 
     amax = tl.zeros((), dtype=tl.float32)
     for r in tl.static_range(0, BM, CHUNK):
-        rows = row0 + r + tl.arange(0, CHUNK)
-        row_ok = rows < M
-        start = rows * N + c0
-        base = tl.multiple_of((start // G) * G, G)
-        d = (start - base).to(tl.int32)  # the block's first element sits at window position d (< G)
-        e = d + width  # window position just past the block's last element (<= BN + G - 1)
-        offs = base[:, None] + j[None, :]
-        x = tl.load(w_ptr + offs, mask=row_ok[:, None] & (offs < limit), other=0.0,
-                    eviction_policy="evict_last").to(tl.float32)
-        member = (j[None, :] >= d[:, None]) & (j[None, :] < e[:, None])
-        amax = tl.maximum(amax, tl.max(tl.max(_masked_abs(x, member), axis=1), axis=0))
-        # the group holding the block's end; members past window position BN are only here
+        base, d, e, row_ok = _rowflat_rows(row0 + r + tl.arange(0, CHUNK), M, N, c0, width, G)
+        full = (g_lo[None, :] >= d[:, None]) & (g_lo[None, :] + G <= e[:, None]) & row_ok[:, None]
+        x = tl.load(w_ptr + (base[:, None] + j[None, :]), mask=full, other=0.0,
+                    eviction_policy="evict_first" if CHUNK == BM else "evict_last").to(tl.float32)
+        head_part = ((d > 0) | (e < G)) & row_ok
+        mem_h = (jg[None, :] >= d[:, None]) & (jg[None, :] < e[:, None]) & head_part[:, None]
+        xh = tl.load(w_ptr + (base[:, None] + jg[None, :]), mask=mem_h, other=0.0).to(tl.float32)
         ge = (e // G) * G
-        pos_e = ge[:, None] + jg[None, :]
-        offs_e = base[:, None] + pos_e
-        xe = tl.load(w_ptr + offs_e, mask=row_ok[:, None] & (offs_e < limit), other=0.0,
-                     eviction_policy="evict_last").to(tl.float32)
-        mem_e = (pos_e >= d[:, None]) & (pos_e < e[:, None])
-        amax = tl.maximum(amax, tl.max(tl.max(_masked_abs(xe, mem_e), axis=1), axis=0))
-    xf = tl.load(w_ptr + f, mask=f_mem, other=0.0).to(tl.float32)
-    amax = tl.maximum(amax, tl.max(_masked_abs(xf, f_mem), axis=0))
+        mem_e = ((ge[:, None] + jg[None, :]) < e[:, None]) & ((ge > 0) & row_ok)[:, None]
+        xe = tl.load(w_ptr + (base + ge)[:, None] + jg[None, :], mask=mem_e, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.maximum(_amax2d(x), tl.maximum(_amax2d(xh), _amax2d(xe))))
 
     amax_eff = tl.where(amax == 0.0, FP8_MAX, tl.maximum(amax, FLOOR))
     fp8_max = tl.full((), FP8_MAX, tl.float32)
     inv = tl.math.div_rn(fp8_max, amax_eff)
     scale_inv = tl.math.div_rn(amax_eff, fp8_max)
     tl.store(s_ptr + pid, scale_inv)
-    out_ty = q_ptr.dtype.element_ty
 
     for r in tl.static_range(0, BM, CHUNK):
-        rows = row0 + r + tl.arange(0, CHUNK)
-        row_ok = rows < M
-        start = rows * N + c0
-        base = tl.multiple_of((start // G) * G, G)
-        d = (start - base).to(tl.int32)
-        e = d + width
-        offs = base[:, None] + j[None, :]
-        x = tl.load(w_ptr + offs, mask=row_ok[:, None] & (offs < limit), other=0.0,
-                    eviction_policy="evict_first").to(tl.float32)
-        # whole groups inside the block: the mask is constant over each G-group, so these stores vectorize
+        base, d, e, row_ok = _rowflat_rows(row0 + r + tl.arange(0, CHUNK), M, N, c0, width, G)
         full = (g_lo[None, :] >= d[:, None]) & (g_lo[None, :] + G <= e[:, None]) & row_ok[:, None]
-        tl.store(q_ptr + offs, _quant(x, inv, FP8_MAX, out_ty), mask=full)
-        # the two groups shared with a neighbour block: element-wise stores of this block's members only
-        for edge in tl.static_range(2):
-            if edge == 0:
-                pos = jg[None, :] + tl.zeros_like(d)[:, None]
-            else:
-                pos = ((e // G) * G)[:, None] + jg[None, :]
-            offs_p = base[:, None] + pos
-            ok = row_ok[:, None] & (offs_p < limit)
-            xp = tl.load(w_ptr + offs_p, mask=ok, other=0.0).to(tl.float32)
-            lo = (pos // G) * G
-            partial = (lo < d[:, None]) | (lo + G > e[:, None])
-            mem_p = ok & partial & (pos >= d[:, None]) & (pos < e[:, None])
-            tl.store(q_ptr + offs_p, _quant(xp, inv, FP8_MAX, out_ty), mask=mem_p)
-    tl.store(q_ptr + f, _quant(xf, inv, FP8_MAX, out_ty), mask=f_mem)
+        offs = base[:, None] + j[None, :]
+        if CHUNK != BM:  # one walk keeps x, xh, xe in registers; two walks re-read them (from L2)
+            x = tl.load(w_ptr + offs, mask=full, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        tl.store(q_ptr + offs, _to_q(x, inv, FP8_MAX, out_ty), mask=full)
+        head_part = ((d > 0) | (e < G)) & row_ok
+        mem_h = (jg[None, :] >= d[:, None]) & (jg[None, :] < e[:, None]) & head_part[:, None]
+        offs_h = base[:, None] + jg[None, :]
+        if CHUNK != BM:
+            xh = tl.load(w_ptr + offs_h, mask=mem_h, other=0.0).to(tl.float32)
+        tl.store(q_ptr + offs_h, _to_q(xh, inv, FP8_MAX, out_ty), mask=mem_h)
+        ge = (e // G) * G
+        mem_e = ((ge[:, None] + jg[None, :]) < e[:, None]) & ((ge > 0) & row_ok)[:, None]
+        offs_e = (base + ge)[:, None] + jg[None, :]
+        if CHUNK != BM:
+            xe = tl.load(w_ptr + offs_e, mask=mem_e, other=0.0).to(tl.float32)
+        tl.store(q_ptr + offs_e, _to_q(xe, inv, FP8_MAX, out_ty), mask=mem_e)
 
 
 def quantize_triton(
@@ -246,12 +238,16 @@ def quantize_triton(
     num_warps: Optional[int] = None,
     num_stages: Optional[int] = None,
     out: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    kernel: str = "auto",
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Launch the fused kernel: no validation and no NaN check (callers do both; see quantize.py).
 
     `weight` may be strided (any layout); `q` comes back contiguous. `out=(q, scale_inv)` reuses
-    preallocated outputs (the benchmark uses it to time the kernel alone).
+    preallocated outputs (the benchmark uses it to time the kernel alone). `kernel="tile"` forces the
+    tile kernel where the aligned-window one would serve (the benchmark's before/after on ragged rows).
     """
+    if kernel not in ("auto", "tile"):
+        raise ValueError(f"kernel must be 'auto' or 'tile', got {kernel!r}")
     bm, bn = block_size
     m, n = weight.shape
     mb, nb = triton.cdiv(m, bm), triton.cdiv(n, bn)
@@ -260,17 +256,22 @@ def quantize_triton(
         scale_inv = torch.empty((mb, nb), dtype=torch.float32, device=weight.device)
     else:
         q, scale_inv = out
-    chunk = min(DEFAULT_CHUNK if chunk is None else chunk, bm)
+    rowflat = kernel == "auto" and uses_rowflat(weight, q, bn)
+    if chunk is None:
+        chunk = ROWFLAT_CHUNK if rowflat else DEFAULT_CHUNK
+    if num_warps is None:
+        num_warps = ROWFLAT_NUM_WARPS if rowflat else DEFAULT_NUM_WARPS
+    chunk = min(chunk, bm)
     if bm % chunk:
         raise ValueError(f"chunk {chunk} must divide block rows {bm}")
-    kwargs = {"num_warps": DEFAULT_NUM_WARPS if num_warps is None else num_warps}
+    kwargs = {"num_warps": num_warps}
     if num_stages is not None:
         kwargs["num_stages"] = num_stages
     if weight.is_cuda:
         with torch.cuda.device(weight.device):  # Triton launches on the current device
-            _launch(weight, q, scale_inv, m, n, nb, bm, bn, chunk, kwargs)
+            _launch(weight, q, scale_inv, m, n, nb, bm, bn, chunk, kwargs, kernel)
     else:  # TRITON_INTERPRET=1 (tests)
-        _launch(weight, q, scale_inv, m, n, nb, bm, bn, chunk, kwargs)
+        _launch(weight, q, scale_inv, m, n, nb, bm, bn, chunk, kwargs, kernel)
     return q, scale_inv
 
 
@@ -290,10 +291,9 @@ def uses_rowflat(weight: torch.Tensor, q: torch.Tensor, block_n: Optional[int] =
             and weight.stride() == (n, 1) and q.stride() == (n, 1))
 
 
-def _launch(weight, q, scale_inv, m, n, nb, bm, bn, chunk, kwargs) -> None:
+def _launch(weight, q, scale_inv, m, n, nb, bm, bn, chunk, kwargs, kernel="auto") -> None:
     mb = triton.cdiv(m, bm)
-    if uses_rowflat(weight, q, bn):
-        numel = m * n
+    if kernel == "auto" and uses_rowflat(weight, q, bn):
         g = ROWFLAT_GROUP
         _block_fp8_rowflat_kernel[(mb * nb,)](
             weight,
@@ -301,8 +301,6 @@ def _launch(weight, q, scale_inv, m, n, nb, bm, bn, chunk, kwargs) -> None:
             scale_inv,
             m,
             n,
-            numel,
-            numel // g * g,
             nb,
             FP8_MAX=FP8_E4M3_MAX,
             FLOOR=AMAX_FLOOR,
