@@ -118,6 +118,15 @@ def choose_backend(profile: Profile, vllm_version: Optional[str],
     return Backend(name), []
 
 
+def _p2p_verdict(env: Environment) -> Optional[bool]:
+    """doctor --deep's cached multi-GPU verdict for this boot, driver and GPU set (None: never checked)."""
+    if env.hardware_file:
+        return None  # a simulated machine follows its data, not this machine's cache
+    from .detect.p2p_verdict import p2p_ok
+
+    return p2p_ok(env.hardware.driver, [g.uuid for g in env.hardware.gpus])
+
+
 def resolve(profile: Profile, env: Environment, dtype: Optional[str] = None,
             fp8: Optional[bool] = None) -> Resolved:
     """Apply the profile's rules to this machine and its installed packages."""
@@ -143,10 +152,15 @@ def resolve(profile: Profile, env: Environment, dtype: Optional[str] = None,
             continue
         if len(hw.gpus) < rule.min_gpus:
             continue
-        if rule.driver_below and (hw.driver is None or
-                                  versions.driver_tuple(hw.driver) >= versions.driver_tuple(rule.driver_below)):
+        measured = _p2p_verdict(env) if rule.p2p_check else None
+        if measured is not None:
+            if measured:  # doctor --deep proved P2P sound on this machine: no workaround
+                continue
+        elif rule.driver_below and (hw.driver is None or
+                                    versions.driver_tuple(hw.driver) >= versions.driver_tuple(rule.driver_below)):
             continue
-        env_rules.append((rule.name, rule.value, rule.reason))
+        env_rules.append((rule.name, rule.value, rule.reason if measured is None
+                          else f"{rule.reason}; doctor --deep found P2P broken on this machine"))
     if backend and backend.env_var:
         env_rules.append((backend.env_var, backend.name, f"attention backend for vLLM {sw.version('vllm')} "
                           f"on profile {profile.name}"))

@@ -31,6 +31,7 @@ class EnvRule:
     names: Tuple[str, ...] = ()
     driver_below: Optional[str] = None
     min_gpus: int = 1
+    p2p_check: bool = False  # works around broken P2P: doctor --deep's cached verdict overrides driver_below
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,11 @@ def _parse(path: Path) -> Profile:
         raise s.error("hf_attn_implementation", hf, f"one of {', '.join(HF_ATTN)}")
     rules = []
     for r in d.tables("env"):
-        r.only(("name", "value", "reason", "names", "driver_below", "min_gpus"))
+        r.only(("name", "value", "reason", "names", "driver_below", "min_gpus", "p2p_check"))
         rules.append(EnvRule(name=r.text("name", required=True, nonempty=True), value=r.text("value", required=True),
                              reason=r.text("reason", ""), names=r.strings("names"),
-                             driver_below=r.text("driver_below"), min_gpus=r.whole("min_gpus", 1, minimum=0)))
+                             driver_below=r.text("driver_below"), min_gpus=r.whole("min_gpus", 1, minimum=0),
+                             p2p_check=bool(r.flag("p2p_check"))))
     cpu = match.flag("cpu")
     sm_min, sm_max = match.whole("sm_min", minimum=0), match.whole("sm_max", minimum=0)
     if not cpu and (sm_min is None or sm_max is None):

@@ -2,6 +2,9 @@
 
 Input (argv[1], JSON): {"dtype": "bfloat16", "fp8": true, "hf_attn": "flash_attention_2", "gpus": [..sm..]}
 Output (stdout, last line, JSON): {"gpus": [{"index", "name", "checks": {name: {"ok", "detail"}}}], ...}
+Multi-GPU modes (run by deep.py, each under its own deadline): `--p2p [JSON]` copies between every pair of
+GPUs; `--nccl-rank RANK WORLD STORE` is one rank of an NCCL all_reduce. Progress lines ({"stage": ...})
+come before the result line so that a killed (hung) run still says where it stopped.
 Kept dependency-free beyond torch so it runs in any environment that has torch.
 """
 
@@ -130,10 +133,82 @@ def probe(spec):
     return out
 
 
-def main() -> None:
-    spec = json.loads(sys.argv[1])
+# ----------------------------------------------------------------------------- multi-GPU (>= 2 GPUs)
+
+
+def _progress(stage: str) -> None:
+    """A line the parent reads back if this process hangs and is killed: it names the stage that hung."""
+    print(json.dumps({"stage": stage}), flush=True)
+
+
+def p2p_probe(spec):
+    """Copy a patterned buffer from every GPU to every other one and compare it on the host.
+
+    `torch.Tensor.to(other_device)` takes the peer-to-peer path where the driver enables peer access
+    (cudaMemcpyPeer), which is where consumer boards on some drivers return corrupt data or hang.
+    """
+    import torch
+
+    n = torch.cuda.device_count()
+    numel = int(spec.get("numel", 16 * 1024 * 1024))  # 64 MiB of int32 per copy
+    pairs = []
+    for i in range(n):
+        src = torch.arange(numel, dtype=torch.int32, device=f"cuda:{i}").mul_(2654435761 % 2**31).add_(i)
+        want = src.cpu()
+        for j in range(n):
+            if i == j:
+                continue
+            _progress(f"p2p {i}->{j}")
+            peer = torch.cuda.can_device_access_peer(i, j)
+            dst = src.to(f"cuda:{j}")
+            torch.cuda.synchronize(j)
+            t = time.perf_counter()
+            for _ in range(5):
+                dst.copy_(src)
+            torch.cuda.synchronize(i)
+            torch.cuda.synchronize(j)
+            gbps = 5 * src.numel() * 4 / (time.perf_counter() - t) / 1e9
+            bad = int((dst.cpu() != want).sum())
+            pairs.append({"src": i, "dst": j, "peer_access": bool(peer), "ok": bad == 0, "mismatches": bad,
+                          "gbps": round(gbps, 1)})
+            del dst
+    return {"gpus": n, "pairs": pairs}
+
+
+def nccl_rank(rank: int, world: int, store: str):
+    """One rank of the all_reduce check: sums whose exact result is known, on two sizes (two NCCL algorithms)."""
+    import torch
+    import torch.distributed as dist
+
+    torch.cuda.set_device(rank)
+    _progress(f"nccl init rank {rank}/{world}")
+    dist.init_process_group("nccl", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        result = probe(spec)
+        checks = []
+        for numel in (1024 + 3, 32 * 1024 * 1024):  # small (latency path) and 128 MiB (bandwidth path)
+            _progress(f"nccl all_reduce {numel} rank {rank}")
+            t = torch.arange(numel, dtype=torch.float32, device="cuda").remainder_(1024).add_(rank + 1)
+            dist.all_reduce(t)
+            torch.cuda.synchronize()
+            # every element: world * (i % 1024) + sum(1..world), exact in float32 at these magnitudes
+            want = torch.arange(numel, dtype=torch.float32, device="cuda").remainder_(1024).mul_(world)
+            want.add_(world * (world + 1) // 2)
+            checks.append({"numel": numel, "mismatches": int((t != want).sum())})
+        return {"rank": rank, "world": world, "nccl": ".".join(map(str, torch.cuda.nccl.version())),
+                "checks": checks, "ok": all(c["mismatches"] == 0 for c in checks)}
+    finally:
+        dist.destroy_process_group()
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    try:
+        if args[:1] == ["--p2p"]:
+            result = p2p_probe(json.loads(args[1]) if len(args) > 1 else {})
+        elif args[:1] == ["--nccl-rank"]:
+            result = nccl_rank(int(args[1]), int(args[2]), args[3])
+        else:
+            result = probe(json.loads(args[0]))
     except Exception:
         result = {"error": traceback.format_exc(limit=3)[-800:]}
     sys.stdout.flush()

@@ -2,20 +2,31 @@
 
 The subprocess imports torch (doctor itself never does) and runs the dtype's matmul, the attention paths,
 FP8 where the profile claims it, the arch check and a single-rank NCCL init; a failed claim becomes an
-error finding with the fix.
+error finding with the fix. With two or more GPUs it then checks the multi-GPU path for correct data within a
+deadline: peer-to-peer copies between every pair, and an NCCL all_reduce with one process per GPU. Wrong data,
+a crash or a hang (the processes are killed at the deadline) is an error finding whose fix is the NCCL env;
+when the all_reduce fails with P2P allowed it is run again with NCCL_P2P_DISABLE=1 to prove that fix. The
+verdict is cached per boot, driver and GPU set (compat/detect/p2p_verdict.py) for setup() to use.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-from typing import List
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..findings import Finding
 
 TIMEOUT_S = float(os.environ.get("COMPAT_DEEP_TIMEOUT", "300"))
+# deadline of each multi-GPU stage (P2P copies; NCCL all_reduce): a healthy node needs a few seconds
+MULTI_TIMEOUT_S = float(os.environ.get("COMPAT_DEEP_MULTI_TIMEOUT", "120"))
+P2P_FIX = ("export NCCL_P2P_DISABLE=1 (and NCCL_IB_DISABLE=1 on cards without InfiniBand) for every process of "
+           "the job, e.g. through `python -m compat env` or Ray's runtime_env; then re-run `doctor --deep`")
 
 _FIX = {
     "arch": "install a torch build that carries this GPU's architecture (`python -m compat plan`)",
@@ -49,7 +60,10 @@ def deep_findings(rep) -> List[Finding]:
     except (IndexError, ValueError):
         return [Finding("deep-crashed", "error", f"the GPU probe crashed: {proc.stderr.strip()[-400:]}",
                         "run `python -c 'import torch; torch.cuda.init()'` to see the error")]
-    return findings_from_probe(result)
+    out = findings_from_probe(result)
+    if len(env.hardware.gpus) >= 2:
+        out += multi_gpu_findings(env.hardware.driver, [g.uuid for g in env.hardware.gpus])
+    return out
 
 
 def findings_from_probe(result: dict) -> List[Finding]:
@@ -68,4 +82,169 @@ def findings_from_probe(result: dict) -> List[Finding]:
     if n:
         out.append(Finding("deep-nccl", "info" if n["ok"] else "error",
                            n["detail"] if n["ok"] else f"NCCL failed: {n['detail']}", "" if n["ok"] else _FIX["nccl"]))
+    return out
+
+
+# ----------------------------------------------------------------------------- multi-GPU (>= 2 GPUs)
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """What the processes of one stage printed: the last JSON line of each (None if it printed none)."""
+    results: Tuple[Optional[Dict[str, Any]], ...]
+    hung: bool
+    last_stage: str  # the last {"stage": ...} progress line of any process: where a hang happened
+    stderr: str
+
+
+def parse_output(stdout: str) -> Tuple[Optional[Dict[str, Any]], str]:
+    """The result (last JSON object line that is not a progress line) and the last progress stage."""
+    result: Optional[Dict[str, Any]] = None
+    stage = ""
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(obj, dict):
+            continue
+        if set(obj) == {"stage"}:
+            stage = str(obj["stage"])
+        else:
+            result = obj
+    return result, stage
+
+
+def run_stage(argvs: Sequence[Sequence[str]], timeout: float, env: Mapping[str, str]) -> StageRun:
+    """Start one process per argv, together; kill all of them (and their children) at the deadline.
+
+    Ranks of a collective must run at once, so they are started before any is waited for; a hang in one
+    rank hangs the others, and all are killed at the same deadline.
+    """
+    procs = [subprocess.Popen(list(a), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(env), start_new_session=True) for a in argvs]
+    hung = False
+    outs: List[Tuple[str, str]] = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=max(0.1, timeout)))
+        except subprocess.TimeoutExpired:
+            hung = True
+            for q in procs:  # the whole stage is over: kill every rank's process group
+                try:
+                    os.killpg(q.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            outs.append(p.communicate())
+        # later ranks share the same deadline (they ran concurrently); a short grace for their exit
+        timeout = 5.0 if hung else timeout
+    results, stages, errs = [], [], []
+    for out, err in outs:
+        r, st = parse_output(out or "")
+        results.append(r)
+        stages.append(st)
+        errs.append((err or "").strip()[-400:])
+    return StageRun(tuple(results), hung, next((st for st in reversed(stages) if st), ""),
+                    " | ".join(e for e in errs if e))
+
+
+def _probe_argv(*args: str) -> List[str]:
+    return [sys.executable, "-m", "compat.report._deep_probe", *args]
+
+
+def check_p2p(timeout: float, env: Mapping[str, str],
+              runner: Callable[..., StageRun] = run_stage) -> Dict[str, Any]:
+    run = runner([_probe_argv("--p2p")], timeout, env)
+    r = run.results[0]
+    if run.hung:
+        return {"ok": False, "hung": True, "detail": f"peer-to-peer copy hung ({run.last_stage or 'start'}); "
+                                                    f"killed after {timeout:g}s"}
+    if r is None or "error" in r:
+        why = (r or {}).get("error") or run.stderr or "no output"
+        return {"ok": False, "hung": False, "detail": f"peer-to-peer probe crashed: {str(why)[-300:]}"}
+    pairs = r.get("pairs", [])
+    bad = [p for p in pairs if not p.get("ok")]
+    if bad:
+        worst = ", ".join(f"GPU {p['src']}->{p['dst']} {p['mismatches']} wrong values"
+                          f"{'' if p.get('peer_access') else ' (no peer access: staged copy)'}" for p in bad[:4])
+        return {"ok": False, "hung": False, "pairs": pairs, "detail": f"peer-to-peer copies returned wrong data: {worst}"}
+    speeds = sorted(p.get("gbps", 0.0) for p in pairs)
+    peer = sum(1 for p in pairs if p.get("peer_access"))
+    return {"ok": True, "hung": False, "pairs": pairs,
+            "detail": f"peer-to-peer copies correct on all {len(pairs)} GPU pairs ({peer} with peer access), "
+                      f"{speeds[0]:.0f}-{speeds[-1]:.0f} GB/s" if pairs else "no GPU pairs"}
+
+
+def check_allreduce(world: int, timeout: float, env: Mapping[str, str],
+                    runner: Callable[..., StageRun] = run_stage) -> Dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="compat-nccl-") as d:
+        store = os.path.join(d, "store")
+        run = runner([_probe_argv("--nccl-rank", str(r), str(world), store) for r in range(world)], timeout, env)
+    if run.hung:
+        return {"ok": False, "hung": True,
+                "detail": f"{world}-rank NCCL all_reduce hung ({run.last_stage or 'start'}); killed after {timeout:g}s"}
+    missing = [i for i, r in enumerate(run.results) if r is None or "error" in r]
+    if missing:
+        r0 = run.results[missing[0]] or {}
+        why = r0.get("error") or run.stderr or "no output"
+        return {"ok": False, "hung": False, "detail": f"NCCL all_reduce failed on rank(s) {missing}: {str(why)[-300:]}"}
+    bad = [(r["rank"], c) for r in run.results if r for c in r.get("checks", []) if c.get("mismatches")]
+    if bad:
+        rank, c = bad[0]
+        return {"ok": False, "hung": False,
+                "detail": f"{world}-rank NCCL all_reduce returned wrong sums (rank {rank}: {c['mismatches']} of "
+                          f"{c['numel']} elements)"}
+    first = run.results[0] or {}
+    sizes = ", ".join(str(c["numel"]) for c in first.get("checks", []))
+    return {"ok": True, "hung": False,
+            "detail": f"{world}-rank NCCL {first.get('nccl', '?')} all_reduce correct on every rank ({sizes} floats)"}
+
+
+def multi_gpu_verdict(world: int, timeout: float = MULTI_TIMEOUT_S, env: Mapping[str, str] = os.environ,
+                      runner: Callable[..., StageRun] = run_stage) -> Dict[str, Any]:
+    """Run both checks with P2P allowed; if the all_reduce fails, run it again with NCCL_P2P_DISABLE=1."""
+    allowed = {k: v for k, v in env.items() if k != "NCCL_P2P_DISABLE"}  # judge P2P itself, not the workaround
+    verdict: Dict[str, Any] = {"world": world, "p2p": check_p2p(timeout, allowed, runner),
+                               "allreduce": check_allreduce(world, timeout, allowed, runner)}
+    if not verdict["allreduce"]["ok"]:
+        verdict["allreduce_p2p_disabled"] = check_allreduce(world, timeout, dict(allowed, NCCL_P2P_DISABLE="1"),
+                                                            runner)
+    verdict["p2p_ok"] = bool(verdict["p2p"]["ok"] and verdict["allreduce"]["ok"])
+    return verdict
+
+
+def verdict_findings(v: Dict[str, Any]) -> List[Finding]:
+    out: List[Finding] = []
+    fix_note = ""
+    retry = v.get("allreduce_p2p_disabled")
+    if retry is not None:
+        fix_note = (" (checked: with NCCL_P2P_DISABLE=1 the all_reduce is correct)" if retry["ok"]
+                    else f" (with NCCL_P2P_DISABLE=1 it still fails: {retry['detail']})")
+    for key, fid in (("p2p", "deep-p2p"), ("allreduce", "deep-nccl-allreduce")):
+        c = v[key]
+        if c["ok"]:
+            out.append(Finding(fid, "info", c["detail"], ""))
+        else:
+            fix = P2P_FIX + (fix_note if key == "allreduce" else "")
+            if retry is not None and not retry["ok"] and key == "allreduce":
+                fix = ("NCCL fails with P2P off too: check the NCCL/torch build and the NCCL_* env "
+                       "(NCCL_DEBUG=INFO shows the transport)")
+            out.append(Finding(fid, "error", c["detail"], fix))
+    return out
+
+
+def multi_gpu_findings(driver: Optional[str], gpu_uuids: Sequence[str],
+                       env: Mapping[str, str] = os.environ) -> List[Finding]:
+    from ..detect.p2p_verdict import write_verdict
+
+    v = multi_gpu_verdict(len(gpu_uuids), env=env)
+    out = verdict_findings(v)
+    stored = {"p2p_ok": v["p2p_ok"], "p2p": v["p2p"]["detail"], "allreduce": v["allreduce"]["detail"]}
+    path = write_verdict(driver, gpu_uuids, stored, env)
+    out.append(Finding("deep-p2p-verdict", "info",
+                       f"multi-GPU verdict: P2P {'sound' if v['p2p_ok'] else 'BROKEN'}"
+                       + (f" (cached for setup() in {path})" if path else " (not cached)"), ""))
     return out
