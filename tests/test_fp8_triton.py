@@ -45,12 +45,16 @@ _INTERPRET_SCRIPT = textwrap.dedent(
     from compat.fp8.quantize import quantize_reference_core, FP8_E4M3_MAX
 
     launched = []
-    for k in (tri._block_fp8_kernel, tri._block_fp8_rowflat_kernel):   # record which kernel each call ran
-        orig = k.run
-        def run(*a, _orig=orig, _name=k.fn.__name__, **kw):
-            launched.append(_name)
-            return _orig(*a, **kw)
-        k.run = run
+
+    class Recorder:  # stands in for the module's kernel object: records each launch, then launches it
+        def __init__(self, name):
+            self.name, self.kernel = name, getattr(tri, name)
+        def __getitem__(self, grid):
+            launched.append(self.name)
+            return self.kernel[grid]
+
+    for name in ("_block_fp8_kernel", "_block_fp8_rowflat_kernel"):
+        setattr(tri, name, Recorder(name))
 
     def prescaled(w):
         # the reference's float32 values just before its e4m3 cast (same numerics as quantize_reference_core)
@@ -79,8 +83,10 @@ _INTERPRET_SCRIPT = textwrap.dedent(
 
     torch.manual_seed(0)
     shapes = %r
-    for (shape, expect) in shapes:
-        for dt in (torch.bfloat16, torch.float16, torch.float32):
+    for i, (shape, expect) in enumerate(shapes):
+        # all three input dtypes on the first shape of each kernel, bf16 elsewhere (keeps CI time down)
+        dts = (torch.bfloat16, torch.float16, torch.float32) if i in (0, 5) else (torch.bfloat16,)
+        for dt in dts:
             w = (torch.randn(shape) * 0.02).to(dt)
             w.view(-1)[torch.randint(0, w.numel(), (20,))] *= 40
             w[-1, -1] = 3.0                                         # the tensor's last element sets a scale
