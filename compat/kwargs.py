@@ -21,7 +21,8 @@ def vllm_kwargs(model: Optional[str] = None, **overrides: Any) -> Dict[str, Any]
     if r.fp8 and dict(rep.switches).get("fp8") not in (None, False):
         # serve the (bf16) checkpoint in block FP8: vLLM builds block-FP8 layers, the vllm_fp8 set quantizes on load
         from . import versions
-        from .patches.sets.vllm_fp8 import PATCH_SET, engine_kwargs
+        from .fp8.rollout import engine_kwargs
+        from .patches.sets.vllm_fp8 import PATCH_SET
         if versions.in_spec(rep.environment.software.version("vllm"), PATCH_SET.versions):
             out.update(engine_kwargs())
     if model is not None:

@@ -17,6 +17,9 @@ def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m compat patches", description="vLLM patches compat knows, with their status.")
     p.add_argument("--vllm", metavar="VERSION", help="report for this vLLM version instead of the installed one")
     p.add_argument("--json", action="store_true", help="machine-readable output (a list of objects)")
+    p.add_argument("--ledger", action="store_true",
+                   help="print the ledger table of every declared patch (markdown, from the Patch fields)")
+    p.add_argument("--write", metavar="FILE", help="with --ledger: replace the ledger block in FILE (docs/patches.md)")
     p.add_argument("--verify", action="store_true",
                    help="import the installed vLLM's patch targets and check their fingerprints (slow: imports vLLM)")
     return p
@@ -25,6 +28,20 @@ def _parser() -> ArgumentParser:
 def run(argv: Optional[List[str]] = None) -> int:
     """0 ok, 1 when a patch is refused; CompatError on a bad version string (compat/cli.py: exit 2)."""
     args = _parser().parse_args(argv)
+    if args.write and not args.ledger:
+        from ..errors import CompatError
+
+        raise CompatError("--write goes with --ledger (python -m compat patches --ledger --write docs/patches.md)")
+    if args.ledger:
+        from . import ledger
+        from .engine import registry
+
+        if args.write:
+            changed = ledger.write(args.write, registry())
+            print(f"{args.write}: ledger {'updated' if changed else 'already current'}")
+        else:
+            print(ledger.render(registry()), end="")
+        return 0
     from ..switches import Switches
     from .engine import format_status_table, status, status_dicts
 

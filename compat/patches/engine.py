@@ -21,7 +21,7 @@ import textwrap
 import threading
 import types
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .. import versions
 from .source import SOURCE_EDITS
@@ -43,7 +43,7 @@ class Patch:
     why: str
     upstream_fix: str
     fingerprint: Union[str, Tuple[str, ...]]  # one per distinct release source the patch was verified on
-    make: Callable[[object], object] = field(repr=False, compare=False)  # make(original) -> replacement
+    make: Callable[[Any], Any] = field(repr=False, compare=False)  # make(original) -> replacement
     # narrower than the set's range: the releases whose source has this target (transformers renamed the place
     # that checks attn_implementation in 4.54); outside it the patch is not-applicable, the rest of the set applies
     versions: str = ""
