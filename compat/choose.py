@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, cast
 
 from . import versions
 from ._toml import DATA_DIR, load_data
@@ -32,7 +32,7 @@ class Resolved:
     fp8: bool
     findings: Tuple[Finding, ...] = ()
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, Any]:
         b = self.attention_backend
         return {"name": self.profile.name, "dtype": self.dtype,
                 "attention_backend": b.name if b else None,
@@ -47,7 +47,7 @@ def attention_range(vllm_version: Optional[str]) -> Optional[Dict[str, Any]]:
         return None
     for r in load_data("vllm_attention").get("range", []):
         if versions.in_spec(vllm_version, r["versions"]):
-            return r
+            return cast(Dict[str, Any], r)
     return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Tuple
+from typing import Dict, Iterable, Tuple
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -19,7 +19,7 @@ class Finding:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, str]:
         return {"id": self.id, "severity": self.severity, "message": self.message, "fix": self.fix}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, cast
 
 from . import versions
 from ._toml import DATA_DIR, load_data
@@ -17,18 +17,18 @@ def min_driver_for_cuda(cuda: str) -> Optional[str]:
     major = int(cuda.split(".")[0])
     for row in _table("cuda").get("cuda", []):
         if int(row["major"]) == major:
-            return row["min_driver"]
+            return str(row["min_driver"])
     return None
 
 
 def arch_row(cc: str) -> Optional[Dict[str, Any]]:
-    return next((a for a in _table("cuda").get("arch", []) if a["sm"] == cc), None)
+    return cast(Optional[Dict[str, Any]], next((a for a in _table("cuda").get("arch", []) if a["sm"] == cc), None))
 
 
 def torch_row(torch_version: str) -> Optional[Dict[str, Any]]:
     for row in _table("torch_builds").get("torch", []):
         if versions.in_spec(torch_version, row["versions"]):
-            return row
+            return cast(Dict[str, Any], row)
     return None
 
 
@@ -37,7 +37,7 @@ def torch_archs(torch_version: str, variant: str) -> Optional[List[str]]:
     row = torch_row(torch_version)
     if row is None:
         return None
-    return row.get("variants", {}).get(variant)
+    return cast(Optional[List[str]], row.get("variants", {}).get(variant))
 
 
 def runs_arch(archs: List[str], cc: Tuple[int, int]) -> bool:
@@ -53,12 +53,12 @@ def vllm_release(version: str) -> Optional[Dict[str, Any]]:
     rel = str(versions.release(version))
     for row in _table("vllm_releases").get("release", []):
         if str(versions.release(row["version"])) == rel:
-            return row
+            return cast(Dict[str, Any], row)
     return None
 
 
 def backend_requirements() -> Dict[str, Any]:
-    return _table("attention_backends").get("backend", {})
+    return cast(Dict[str, Any], _table("attention_backends").get("backend", {}))
 
 
 def flash_attn_problems(fa_version: str, torch_version: Optional[str], min_sm: Optional[int]) -> List[Tuple[str, str]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from .errors import CompatError
 
@@ -44,7 +44,7 @@ def in_spec(version: Optional[str], specifier: str) -> bool:
     return spec(specifier).contains(release(version), prereleases=True)
 
 
-def driver_tuple(version: str) -> tuple:
+def driver_tuple(version: str) -> Tuple[int, ...]:
     """NVIDIA driver versions are dotted integers (535.104.05); compare them as tuples."""
     try:
         return tuple(int(p) for p in version.split("."))

@@ -35,7 +35,7 @@ def _probe_timeout(env: Mapping[str, str]) -> float:
 CACHE_VERSION = 1
 
 _lock = threading.Lock()
-_cache: Dict[Tuple, Environment] = {}
+_cache: Dict[Tuple[Optional[str], ...], Environment] = {}
 
 
 def clear_cache() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable, TypeVar
+from typing import Any, Callable, Dict, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -17,7 +17,7 @@ def call_with_timeout(fn: Callable[[], T], seconds: float) -> T:
 
     The thread is left behind on timeout (Python cannot kill it); being a daemon it never blocks exit.
     """
-    box: dict = {}
+    box: Dict[str, Any] = {}
 
     def target() -> None:
         try:
@@ -32,4 +32,4 @@ def call_with_timeout(fn: Callable[[], T], seconds: float) -> T:
         raise ProbeTimeout(f"probe did not answer within {seconds:g}s")
     if "error" in box:
         raise box["error"]
-    return box["value"]
+    return cast(T, box["value"])

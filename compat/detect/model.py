@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..findings import Finding
 
@@ -27,7 +27,7 @@ class GPU:
         """Compute capability as an integer, 80 for sm_80."""
         return self.compute_capability[0] * 10 + self.compute_capability[1]
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, Any]:
         return {"index": self.index, "name": self.name, "compute_capability": self.cc,
                 "memory_mib": self.memory_mib, "uuid": self.uuid, "mig": self.mig}
 
@@ -48,7 +48,7 @@ class Hardware:
     def heterogeneous(self) -> bool:
         return len({(g.name, g.compute_capability) for g in self.gpus}) > 1
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, Any]:
         return {"driver": self.driver, "cuda": self.cuda, "source": self.source,
                 "gpus": [g.as_dict() for g in self.gpus]}
 
@@ -72,7 +72,7 @@ class Software:
             return "cpu"
         return "cu" + self.torch_cuda.replace(".", "")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, Any]:
         return {"python": self.python, "packages": dict(self.packages), "torch_cuda": self.torch_cuda,
                 "torch_variant": self.torch_variant, "source": self.source}
 
@@ -84,7 +84,7 @@ class Environment:
     findings: Tuple[Finding, ...] = field(default=())
     hardware_file: Optional[str] = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, Any]:
         return {"hardware": self.hardware.as_dict(), "software": self.software.as_dict()}
 
 

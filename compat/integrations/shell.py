@@ -15,11 +15,14 @@ import re
 import shlex
 import sys
 from dataclasses import dataclass
-from typing import List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, List, Mapping, Optional, Tuple
 
 from .._args import ArgumentParser
 from ..apply.env import keeps_user_value, redact
 from ..errors import CompatError
+
+if TYPE_CHECKING:
+    from ..report.model import Report
 
 SHELLS = ("bash", "fish", "dotenv")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -35,7 +38,7 @@ class Export:
     user_value: Optional[str] = None
 
 
-def plan_exports(rep, environ: Mapping[str, str] = os.environ) -> Tuple[Export, ...]:
+def plan_exports(rep: Report, environ: Mapping[str, str] = os.environ) -> Tuple[Export, ...]:
     """The profile's variables (report.resolved.env), each marked export / kept / secret against `environ`.
 
     Shared by `env`, ray_runtime_env() and verl-overrides, so all three agree on what reaches another process.
@@ -83,7 +86,7 @@ def format_line(shell: str, name: str, value: str) -> str:
     raise CompatError(f"unknown shell {shell!r}; use one of {', '.join(SHELLS)}")
 
 
-def render(rep, shell: str = "bash", environ: Mapping[str, str] = os.environ,
+def render(rep: Report, shell: str = "bash", environ: Mapping[str, str] = os.environ,
            extra: Tuple[Tuple[str, str, str], ...] = ()) -> str:
     """The whole script: a header, one export per line (reason as a comment above), comments for the rest."""
     if shell not in SHELLS:

@@ -21,10 +21,13 @@ import textwrap
 import threading
 import types
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .. import versions
 from .source import SOURCE_EDITS
+
+if TYPE_CHECKING:
+    from ..findings import Finding
 
 log = logging.getLogger("compat")
 
@@ -97,7 +100,7 @@ class Refusal:
     reason: str
     explicit: bool = False
 
-    def finding(self):
+    def finding(self) -> Finding:
         from ..findings import Finding
 
         return Finding(
@@ -117,7 +120,7 @@ class PatchStatus:
     reason: str = ""
     target: str = ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
 
@@ -234,7 +237,7 @@ def _install(patch: Patch, target: Target, replacement: object) -> _Undo:
         if inspect.unwrap(raw) is not raw:  # type: ignore[arg-type]
             raise PatchError(f"{patch.target} is decorated and its closure changed; cannot re-apply decorators")
         if isinstance(target.original, (staticmethod, classmethod)):
-            replacement = type(target.original)(replacement)
+            replacement = type(target.original)(replacement)  # type: ignore[arg-type]
     setattr(target.owner, target.attr, replacement)
     return _Undo(patch.id, "attr", owner=target.owner, attr=target.attr, original=target.original,
                  own=target.own, replacement=replacement)
@@ -242,7 +245,7 @@ def _install(patch: Patch, target: Target, replacement: object) -> _Undo:
 
 def _undo(u: _Undo) -> None:
     if u.mode == "code":
-        u.func.__code__ = u.code  # type: ignore[union-attr]
+        u.func.__code__ = u.code  # type: ignore[union-attr,misc]
     elif u.own:
         setattr(u.owner, u.attr, u.original)
     else:
@@ -262,7 +265,7 @@ _hook = None
 @dataclass(frozen=True)
 class _Config:
     switches: Mapping[str, object]
-    explicit: frozenset
+    explicit: FrozenSet[str]
     sets: Optional[Tuple[PatchSet, ...]]  # None: the registry in compat.patches.sets
 
 
@@ -278,7 +281,7 @@ def known_ids(sets: Optional[Sequence[PatchSet]] = None) -> Dict[str, Tuple[str,
 
 
 def disabled_ids(switches: Optional[Mapping[str, object]] = None,
-                 sets: Optional[Sequence[PatchSet]] = None) -> frozenset:
+                 sets: Optional[Sequence[PatchSet]] = None) -> FrozenSet[str]:
     """Patch ids / set names switched off by COMPAT_DISABLE_PATCHES (comma or space separated, or `all`, any case)
     plus a `disable_patches` entry of `switches`. CompatError naming the valid ones on an unknown token."""
     from ..switches import Switches
@@ -291,7 +294,7 @@ def disabled_ids(switches: Optional[Mapping[str, object]] = None,
     return tokens
 
 
-def is_disabled(ps: PatchSet, patch: Patch, disabled: frozenset) -> bool:
+def is_disabled(ps: PatchSet, patch: Patch, disabled: FrozenSet[str]) -> bool:
     return "all" in disabled or ps.name.lower() in disabled or patch.id.lower() in disabled
 
 
@@ -316,7 +319,7 @@ def switch_on(ps: PatchSet, switches: Optional[Mapping[str, object]] = None) -> 
 
 
 def decide(ps: PatchSet, version: Optional[str], switches: Mapping[str, object], explicit: bool,
-           disabled: frozenset) -> Tuple[str, str]:
+           disabled: FrozenSet[str]) -> Tuple[str, str]:
     """The one answer to "does this set apply here": ("applies", "") or (status, why not) with a status of
     STATUSES. Shared by activation (_wanted) and status(), so what doctor shows is what the hook does."""
     if version is None:
@@ -354,12 +357,12 @@ def refusals() -> Tuple[Refusal, ...]:
         return tuple(_refusals.values())
 
 
-def findings() -> list:
+def findings() -> List[Finding]:
     """compat.findings.Finding for every refused set in this process (for doctor)."""
     return [r.finding() for r in refusals()]
 
 
-def apply_set(ps: PatchSet, *, explicit: bool = False, disabled: Optional[frozenset] = None) -> bool:
+def apply_set(ps: PatchSet, *, explicit: bool = False, disabled: Optional[FrozenSet[str]] = None) -> bool:
     """Apply `ps` now (importing its targets), all-or-nothing and once per process. True when applied.
 
     Failures roll back what this call installed; they raise PatchError when `explicit` (the user named the set),
@@ -411,7 +414,7 @@ def apply_set(ps: PatchSet, *, explicit: bool = False, disabled: Optional[frozen
         return True
 
 
-def _wanted(ps: PatchSet, cfg: _Config, disabled: frozenset) -> bool:
+def _wanted(ps: PatchSet, cfg: _Config, disabled: FrozenSet[str]) -> bool:
     """Whether `ps` should be applied under `cfg` to the installed release; PatchError for explicit misfits."""
     explicit = ps.name in cfg.explicit
     version = installed_version(ps.package)
@@ -563,7 +566,7 @@ def status(vllm_version: Optional[str] = None, switches: Optional[Mapping[str, o
 patch_status = status
 
 
-def status_dicts(statuses: Iterable[PatchStatus]) -> List[dict]:
+def status_dicts(statuses: Iterable[PatchStatus]) -> List[Dict[str, Any]]:
     return [s.as_dict() for s in statuses]
 
 

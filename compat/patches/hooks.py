@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Callable, Iterable, Optional
+from importlib.machinery import ModuleSpec
+from types import ModuleType
+from typing import Any, Callable, Iterable, Optional, Sequence, cast
 
-Callback = Callable[[str], None]
+Callback = Callable[[str], object]
 
 
 class _Loader:
@@ -29,11 +31,11 @@ class _Loader:
         self._real = real
         self._name = name
 
-    def create_module(self, spec):  # noqa: D401 - importlib protocol
+    def create_module(self, spec: ModuleSpec) -> Optional[ModuleType]:  # importlib protocol
         create = getattr(self._real, "create_module", None)
-        return create(spec) if create is not None else None
+        return cast(Optional[ModuleType], create(spec)) if create is not None else None
 
-    def exec_module(self, module) -> None:
+    def exec_module(self, module: ModuleType) -> None:
         spec = getattr(module, "__spec__", None)
         if spec is not None and spec.loader is self:
             spec.loader = self._real
@@ -42,7 +44,7 @@ class _Loader:
         self._real.exec_module(module)  # type: ignore[attr-defined]
         self._finder._fired(self._name)
 
-    def __getattr__(self, item: str):  # get_resource_reader, is_package, get_code ...
+    def __getattr__(self, item: str) -> Any:  # get_resource_reader, is_package, get_code ...
         return getattr(self._real, item)
 
 
@@ -56,7 +58,8 @@ class PostImportFinder:
         self._local = threading.local()
         self._lock = threading.Lock()
 
-    def find_spec(self, fullname: str, path=None, target=None):
+    def find_spec(self, fullname: str, path: Optional[Sequence[str]] = None,
+                  target: Optional[ModuleType] = None) -> Optional[ModuleSpec]:
         if fullname not in self._pending or getattr(self._local, "busy", False):
             return None
         self._local.busy = True
@@ -67,16 +70,17 @@ class PostImportFinder:
                 find = getattr(finder, "find_spec", None)
                 if find is None:
                     continue
-                spec = find(fullname, path, target)
+                spec: Optional[ModuleSpec] = find(fullname, path, target)
                 if spec is not None:
                     break
             else:
                 return None
         finally:
             self._local.busy = False
+        assert spec is not None
         if spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec  # namespace package or legacy loader: nothing to wrap; the caller's fallback covers it
-        spec.loader = _Loader(self, spec.loader, fullname)
+        spec.loader = _Loader(self, spec.loader, fullname)  # type: ignore[assignment]
         return spec
 
     def _fired(self, name: str) -> None:

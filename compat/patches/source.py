@@ -16,7 +16,7 @@ import textwrap
 import types
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Sequence, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Sequence, Tuple, Union
 
 _FUTURE_FLAGS = 0
 for _name in __future__.all_feature_names:
@@ -102,7 +102,7 @@ def apply_edits(source: str, edits: Iterable[EditLike]) -> str:
     return "\n".join(src) + "\n"
 
 
-def _code_names(code: types.CodeType):
+def _code_names(code: types.CodeType) -> Iterator[str]:
     yield from code.co_names
     yield from code.co_varnames
     for c in code.co_consts:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from .._args import ArgumentParser
+from ..findings import Finding
 from .build import build_report
 from .model import Report
 
@@ -20,7 +21,7 @@ def render_text(rep: Report) -> str:
     lines = ["compat doctor", "", "Hardware" + (f" (simulated from {rep.environment.hardware_file})"
                                                 if rep.environment.hardware_file else f" (via {hw['source']})")]
     lines.append(f"  driver {hw['driver'] or 'none'}, CUDA (driver) {hw['cuda'] or 'n/a'}")
-    groups: dict = {}
+    groups: Dict[Tuple[str, str, int, bool], int] = {}
     for g in hw["gpus"]:
         k = (g["name"], g["compute_capability"], g["memory_mib"], g["mig"])
         groups[k] = groups.get(k, 0) + 1
@@ -98,6 +99,6 @@ def run(argv: Optional[List[str]] = None) -> int:
     return 0 if rep.ok else 1
 
 
-def _with(rep: Report, extra) -> Report:
+def _with(rep: Report, extra: Iterable[Finding]) -> Report:
     from dataclasses import replace
     return replace(rep, extra_findings=rep.extra_findings + tuple(extra))

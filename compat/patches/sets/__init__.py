@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import importlib
 from functools import lru_cache
-from typing import Tuple
+from typing import TYPE_CHECKING, Tuple
+
+if TYPE_CHECKING:
+    from ..engine import PatchSet
 
 SET_MODULES: Tuple[str, ...] = (
     "vllm07",
@@ -20,11 +23,11 @@ SET_MODULES: Tuple[str, ...] = (
 
 
 @lru_cache(maxsize=None)
-def all_sets() -> tuple:
+def all_sets() -> Tuple[PatchSet, ...]:
     return tuple(importlib.import_module(f"{__name__}.{name}").PATCH_SET for name in SET_MODULES)
 
 
-def get(name: str):
+def get(name: str) -> PatchSet:
     """The set called `name`; KeyError listing the known names otherwise."""
     for ps in all_sets():
         if ps.name == name:

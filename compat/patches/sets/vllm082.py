@@ -11,6 +11,8 @@ is offered as `repair_moe_weight_loaders(model)` for models built before compat 
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..engine import Patch, PatchSet
 from ..source import Edit, source_edit
 
@@ -66,7 +68,7 @@ PATCH_SET = PatchSet(
 )
 
 
-def repair_moe_weight_loaders(model) -> int:
+def repair_moe_weight_loaders(model: Any) -> int:
     """Re-attach `weight_loader` to fused-MoE parameters that lost it (verl's instance-level repair, generalized).
 
     For every submodule with a `weight_loader` method and `w13_weight`/`w2_weight` parameters (vLLM's FusedMoE),
