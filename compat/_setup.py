@@ -16,7 +16,6 @@ from .apply import env as envmod
 from .apply.process import apply
 from .errors import CompatError
 from .findings import errors
-from .kwargs import hf_kwargs, vllm_kwargs
 from .report.build import build_report
 from .report.model import JSON_SCHEMA_VERSION, Report
 from .switches import OPT_IN, Switches
@@ -87,6 +86,15 @@ def revert() -> None:
         envmod.unexport()
         _last.clear()
         _current = None
+
+
+def __getattr__(name: str) -> Any:
+    """vllm_kwargs/hf_kwargs moved to compat/kwargs.py; kept reachable here without importing it in setup()."""
+    if name in ("vllm_kwargs", "hf_kwargs"):
+        from . import kwargs
+
+        return getattr(kwargs, name)
+    raise AttributeError(f"module 'compat._setup' has no attribute {name!r}")
 
 
 def report_or_setup() -> Report:
