@@ -20,8 +20,7 @@ from .report.build import build_report
 from .report.model import JSON_SCHEMA_VERSION, Report
 from .switches import OPT_IN, Switches
 
-__all__ = ["JSON_SCHEMA_VERSION", "SWITCHES", "Report", "build_report", "current", "hf_kwargs", "revert", "setup",
-           "vllm_kwargs"]
+__all__ = ["JSON_SCHEMA_VERSION", "SWITCHES", "Report", "build_report", "current", "revert", "setup"]
 
 SWITCHES = OPT_IN
 # switches whose default the profile decides (hf_dtype: on where bfloat16 is refused): "off" is a decision to keep
