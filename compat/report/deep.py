@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -128,9 +129,10 @@ def run_stage(argvs: Sequence[Sequence[str]], timeout: float, env: Mapping[str, 
                               env=dict(env), start_new_session=True) for a in argvs]
     hung = False
     outs: List[Tuple[str, str]] = []
+    deadline = time.monotonic() + timeout  # one deadline for the stage, not one per rank
     for p in procs:
         try:
-            outs.append(p.communicate(timeout=max(0.1, timeout)))
+            outs.append(p.communicate(timeout=max(0.1, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
             hung = True
             for q in procs:  # the whole stage is over: kill every rank's process group
@@ -139,8 +141,7 @@ def run_stage(argvs: Sequence[Sequence[str]], timeout: float, env: Mapping[str, 
                 except (ProcessLookupError, PermissionError):
                     pass
             outs.append(p.communicate())
-        # later ranks share the same deadline (they ran concurrently); a short grace for their exit
-        timeout = 5.0 if hung else timeout
+            deadline = time.monotonic() + 5.0  # the killed ranks only need a moment to exit
     results, stages, errs = [], [], []
     for out, err in outs:
         r, st = parse_output(out or "")
