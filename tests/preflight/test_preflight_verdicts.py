@@ -6,8 +6,8 @@ memory budget are recomputed from config.json. Where the arithmetic lands within
 that just fits) the test only requires one of the memory verdicts, since the two computations round
 differently (norms and biases are left out here).
 
-Release facts: compat/data/harvested/ once tools/harvest.py's files are there, else the hand-made fixture
-tests/preflight/harvested/ (same format).
+Release facts: compat/data/harvested/ (tools/harvest.py's files): the oldest and the newest harvested release,
+and 0.11.0.
 """
 
 import json
@@ -31,8 +31,7 @@ else:
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "tests" / "fixtures" / "models"
 MACHINES = ROOT / "tests" / "fixtures" / "hardware"
-REAL = ROOT / "compat" / "data" / "harvested"
-HARVEST = REAL if any(REAL.glob("vllm-*.toml")) else Path(__file__).resolve().parent / "harvested"
+HARVEST = ROOT / "compat" / "data" / "harvested"     # tools/harvest.py's files, one per release
 DATA = tomllib.loads((ROOT / "compat" / "data" / "preflight.toml").read_text())
 MIB, GIB = 1 << 20, 1 << 30
 
