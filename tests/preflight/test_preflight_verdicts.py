@@ -248,16 +248,17 @@ def test_verdict(model, machine, release):
 def test_the_matrix_covers_every_model_machine_and_verdict():
     """The fixtures exercise each memory verdict and the quantization floor, not only the happy path."""
     seen = set()
-    for model in MODEL_NAMES:
-        cfg = json.loads((MODELS / model / "config.json").read_text())
-        for machine in MACHINE_NAMES:
-            hw = _toml(MACHINES / f"{machine}.toml")
-            rel = _toml(HARVEST / f"vllm-{RELEASES[-1]}.toml")
-            env = detect(str(MACHINES / f"{machine}.toml"))
-            profile, _ = select_profile([g.sm for g in env.hardware.gpus], {})
-            e, memory = expected(cfg, hw, rel, RELEASES[-1], profile)
-            seen |= e["ids"]
-            if memory and memory[1]:
-                seen.add(memory_verdict(*memory)[0])
+    for release in RELEASES:
+        rel = _toml(HARVEST / f"vllm-{release}.toml")
+        for model in MODEL_NAMES:
+            cfg = json.loads((MODELS / model / "config.json").read_text())
+            for machine in MACHINE_NAMES:
+                hw = _toml(MACHINES / f"{machine}.toml")
+                env = detect(str(MACHINES / f"{machine}.toml"))
+                profile, _ = select_profile([g.sm for g in env.hardware.gpus], {})
+                e, memory = expected(cfg, hw, rel, release, profile)
+                seen |= e["ids"]
+                if memory and memory[1]:
+                    seen.add(memory_verdict(*memory)[0])
     assert {"preflight-fit", "preflight-fit-shrink", "preflight-fit-none", "preflight-quant-gpu",
             "preflight-dtype-cast", "preflight-fp8-weight-only", "preflight-fp8-native"} <= seen, seen
