@@ -22,6 +22,8 @@ FP8_MODES = ("block",)
 HIDDEN_PROMPT = ("last", "all")
 PROBE_TIMEOUT_S = 10.0
 DEEP_TIMEOUT_S = 300.0
+DEEP_MULTI_TIMEOUT_S = 120.0
+RAY_TIMEOUT_S = 180.0
 
 # knob -> environment variable (the documented names; README "Knobs")
 ENV = {
@@ -37,6 +39,9 @@ ENV = {
     "no_cache": "COMPAT_NO_CACHE",
     "probe_timeout": "COMPAT_PROBE_TIMEOUT",
     "deep_timeout": "COMPAT_DEEP_TIMEOUT",
+    "deep_multi_timeout": "COMPAT_DEEP_MULTI_TIMEOUT",
+    "ray_timeout": "COMPAT_RAY_TIMEOUT",
+    "debug": "COMPAT_DEBUG",
     "force_nvml": "COMPAT_FORCE_NVML",
     "autoload": "COMPAT_AUTOLOAD",
 }
@@ -207,6 +212,20 @@ class Switches:
         value = self.get("deep_timeout")
         return DEEP_TIMEOUT_S if value is None else float(value)
 
+    @property
+    def deep_multi_timeout(self) -> float:
+        value = self.get("deep_multi_timeout")
+        return DEEP_MULTI_TIMEOUT_S if value is None else float(value)
+
+    @property
+    def ray_timeout(self) -> float:
+        value = self.get("ray_timeout")
+        return RAY_TIMEOUT_S if value is None else float(value)
+
+    @property
+    def debug(self) -> bool:
+        return bool(self.get("debug"))
+
     def disabled(self, known: Mapping[str, Iterable[str]]) -> FrozenSet[str]:
         """Kill-switch tokens checked against `known` (set name -> its patch ids); CompatError on an unknown one."""
         tokens: FrozenSet[str] = self.get("disable_patches") or frozenset()
@@ -298,6 +317,9 @@ _PARSERS: Dict[str, Any] = {
     "no_cache": lambda name, raw: False if raw is None else parse_bool(name, raw),
     "probe_timeout": _maybe(parse_positive_seconds),
     "deep_timeout": _maybe(parse_positive_seconds),
+    "deep_multi_timeout": _maybe(parse_positive_seconds),
+    "ray_timeout": _maybe(parse_positive_seconds),
+    "debug": lambda name, raw: False if raw is None else parse_bool(name, raw),
     "force_nvml": lambda name, raw: False if raw is None else parse_bool(name, raw),
     "autoload": lambda name, raw: False if raw is None else parse_bool(name, raw),
 }

@@ -30,6 +30,8 @@ def test_boolean_vocabulary_in_any_case(raw, on):
     ("hidden_states_decode_limit", "COMPAT_HIDDEN_STATES_DECODE_LIMIT", "-3"),
     ("hidden_states_decode_limit", "COMPAT_HIDDEN_STATES_DECODE_LIMIT", "1.5"),
     ("hidden_states_all_prompt", "COMPAT_HIDDEN_STATES_PROMPT", "first"),
+    ("deep_timeout", "COMPAT_DEEP_TIMEOUT", "nan"), ("deep_multi_timeout", "COMPAT_DEEP_MULTI_TIMEOUT", "-1"),
+    ("ray_timeout", "COMPAT_RAY_TIMEOUT", "x"), ("debug", "COMPAT_DEBUG", "maybe"),
 ])
 def test_a_bad_knob_is_an_error_naming_it_when_read_and_only_then(knob, var, raw):
     sw = Switches.parse({var: raw})

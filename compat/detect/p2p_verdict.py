@@ -15,13 +15,22 @@ import os
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
 
+from ..errors import CompatError
+
 VERDICT_VERSION = 1
 
 
 def verdict_path(driver: Optional[str], gpu_uuids: Sequence[str],
                  env: Mapping[str, str] = os.environ) -> Optional[Path]:
     """Where the verdict for this boot, driver and GPU set lives; None where it cannot be keyed."""
-    if env.get("COMPAT_NO_CACHE") == "1" or not driver or not gpu_uuids or not all(gpu_uuids):
+    if not driver or not gpu_uuids or not all(gpu_uuids):
+        return None
+    from ..switches import Switches
+
+    try:
+        if Switches.parse(env).no_cache:
+            return None
+    except Exception:  # noqa: BLE001 - a malformed COMPAT_NO_CACHE is reported where detection reads it
         return None
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -41,8 +50,10 @@ def read_verdict(driver: Optional[str], gpu_uuids: Sequence[str],
     if path is None:
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        from .._toml import read_regular
+
+        data = json.loads(read_regular(path, "P2P verdict cache", 1 << 20).decode("utf-8"))
+    except (OSError, ValueError, RecursionError, CompatError):
         return None
     if not isinstance(data, dict) or not isinstance(data.get("p2p_ok"), bool):
         return None

@@ -35,7 +35,7 @@ def safe_setup(where: str, setup: Optional[Callable[[], Any]] = None) -> Any:
             import os
             msg = f"{WARN_PREFIX} setup() from {where} failed: {type(exc).__name__}: {exc}".replace("\n", " ")
             sys.stderr.write(msg + "\n")
-            if os.environ.get("COMPAT_DEBUG") == "1":
+            if os.environ.get("COMPAT_DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
                 traceback.print_exc()
         except Exception:  # noqa: BLE001 - stderr closed or similar
             pass

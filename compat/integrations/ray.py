@@ -17,10 +17,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..errors import CompatError
 from ..findings import Finding
+from ..switches import RAY_TIMEOUT_S, Switches
 
 HOOK = "compat.integrations.ray.worker_setup"
 EXPORTED_VAR = "COMPAT_RAY_EXPORTED"     # names compat (not the user) put into the runtime env
-TIMEOUT_S = float(os.environ.get("COMPAT_RAY_TIMEOUT", "180"))
+TIMEOUT_S = RAY_TIMEOUT_S  # default; COMPAT_RAY_TIMEOUT (compat/switches.py) is read when a gather runs
 # a different release of these across nodes breaks a job (pickled objects, kernels, collective ops): error
 MUST_MATCH = ("python", "compat", "torch", "vllm", "ray", "verl")
 
@@ -179,8 +180,9 @@ def heterogeneity(nodes: Sequence[Mapping[str, Any]]) -> List[Finding]:
 def cluster_findings(nodes: Sequence[Mapping[str, Any]], missing: Sequence[str] = ()) -> List[Finding]:
     """Each node's own error/warning findings (prefixed with the node), the unreachable nodes, heterogeneity."""
     out: List[Finding] = []
+    wait = Switches.parse().ray_timeout if missing else RAY_TIMEOUT_S
     for label in missing:
-        out.append(Finding("ray-node-unreachable", "error", f"node {label} did not answer within {TIMEOUT_S:.0f} s",
+        out.append(Finding("ray-node-unreachable", "error", f"node {label} did not answer within {wait:.0f} s",
                            "check the node (`ray status`), or raise COMPAT_RAY_TIMEOUT"))
     seen = set()
     for n in nodes:
@@ -198,8 +200,10 @@ def cluster_findings(nodes: Sequence[Mapping[str, Any]], missing: Sequence[str] 
     return out + heterogeneity(nodes)
 
 
-def gather(hardware: Optional[str] = None, profile: Optional[str] = None, timeout_s: float = TIMEOUT_S):
+def gather(hardware: Optional[str] = None, profile: Optional[str] = None, timeout_s: Optional[float] = None):
     """(node dicts, labels of nodes that did not answer): one task per alive node, pinned there."""
+    if timeout_s is None:
+        timeout_s = Switches.parse().ray_timeout
     ray = _import_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..findings import Finding
+from ..switches import DEEP_MULTI_TIMEOUT_S, DEEP_TIMEOUT_S, Switches
 
-TIMEOUT_S = float(os.environ.get("COMPAT_DEEP_TIMEOUT", "300"))
+TIMEOUT_S = DEEP_TIMEOUT_S  # default; COMPAT_DEEP_TIMEOUT (compat/switches.py) is read when the probe runs
 # deadline of each multi-GPU stage (P2P copies; NCCL all_reduce): a healthy node needs a few seconds
-MULTI_TIMEOUT_S = float(os.environ.get("COMPAT_DEEP_MULTI_TIMEOUT", "120"))
+MULTI_TIMEOUT_S = DEEP_MULTI_TIMEOUT_S  # default; COMPAT_DEEP_MULTI_TIMEOUT is read when the check runs
 P2P_FIX = ("export NCCL_P2P_DISABLE=1 (and NCCL_IB_DISABLE=1 on cards without InfiniBand) for every process of "
            "the job, e.g. through `python -m compat env` or Ray's runtime_env; then re-run `doctor --deep`")
 
@@ -50,11 +51,12 @@ def deep_findings(rep) -> List[Finding]:
                         "install torch (`python -m compat plan`) to prove the GPU path")]
     r = rep.resolved
     spec = {"dtype": r.dtype, "fp8": r.fp8, "hf_attn": r.hf_attn_implementation}
+    timeout = Switches.parse().deep_timeout  # CompatError (exit 2) on a malformed COMPAT_DEEP_TIMEOUT
     try:
         proc = subprocess.run([sys.executable, "-m", "compat.report._deep_probe", json.dumps(spec)],
-                              capture_output=True, text=True, timeout=TIMEOUT_S)
+                              capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return [Finding("deep-timeout", "error", f"the GPU probe did not finish in {TIMEOUT_S:g}s",
+        return [Finding("deep-timeout", "error", f"the GPU probe did not finish in {timeout:g}s",
                         "a GPU may be wedged: check nvidia-smi and dmesg for Xid errors")]
     try:
         result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -204,9 +206,11 @@ def check_allreduce(world: int, timeout: float, env: Mapping[str, str],
             "detail": f"{world}-rank NCCL {first.get('nccl', '?')} all_reduce correct on every rank ({sizes} floats)"}
 
 
-def multi_gpu_verdict(world: int, timeout: float = MULTI_TIMEOUT_S, env: Mapping[str, str] = os.environ,
+def multi_gpu_verdict(world: int, timeout: Optional[float] = None, env: Mapping[str, str] = os.environ,
                       runner: Callable[..., StageRun] = run_stage) -> Dict[str, Any]:
     """Run both checks with P2P allowed; if the all_reduce fails, run it again with NCCL_P2P_DISABLE=1."""
+    if timeout is None:
+        timeout = Switches.parse(env).deep_multi_timeout
     allowed = {k: v for k, v in env.items() if k != "NCCL_P2P_DISABLE"}  # judge P2P itself, not the workaround
     verdict: Dict[str, Any] = {"world": world, "p2p": check_p2p(timeout, allowed, runner),
                                "allreduce": check_allreduce(world, timeout, allowed, runner)}

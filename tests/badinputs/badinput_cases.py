@@ -220,7 +220,8 @@ BAD_KNOBS: List[Tuple[str, str, str]] = [
 # knobs a command does not consult when the machine is simulated: garbage there must not change the answer
 UNRELATED = [("COMPAT_PROBE_TIMEOUT", v) for v in ("nan", "inf", "-1", "0", "x", "1e999", "")] + [
     ("COMPAT_NO_CACHE", v) for v in ("maybe", "2")] + [("COMPAT_FORCE_NVML", v) for v in ("maybe", "yes!")] + [
-    ("COMPAT_DEEP_TIMEOUT", v) for v in ("nan", "-5")] + [
+    ("COMPAT_DEEP_TIMEOUT", v) for v in ("nan", "-5")] + [("COMPAT_DEEP_MULTI_TIMEOUT", "0")] + [
+    ("COMPAT_RAY_TIMEOUT", v) for v in ("inf", "x")] + [("COMPAT_DEBUG", "maybe")] + [
     ("COMPAT_HIDDEN_STATES_DECODE_LIMIT", v) for v in ("-1", "x")] + [("COMPAT_HIDDEN_STATES_PROMPT", "first")]
 
 GOOD_KNOBS: List[Tuple[str, str]] = [
