@@ -198,10 +198,11 @@ def temporary_pip(t: Target, workdir: Path, progress: Progress) -> List[str]:
     return [t.python, str(wheels[-1] / "pip")]
 
 
-def dry_run(installer: str, step: Step, workdir: Path,
-            pip: Optional[Sequence[str]] = None) -> Dict[str, Tuple[Optional[str], Optional[str]]]:
+def dry_run(installer: str, step: Step, workdir: Path, pip: Optional[Sequence[str]] = None,
+            progress: Optional[Progress] = None) -> Dict[str, Tuple[Optional[str], Optional[str]]]:
     """name -> (version removed, version installed) that the installer's own resolution would change; `pip` runs
-    pip's steps instead of `python -m pip` (temporary_pip)."""
+    pip's steps instead of `python -m pip` (temporary_pip). For pip, files from local sources (file:// indexes,
+    --find-links) carry no upload time, so the cutoff cannot filter them: reported through `progress`."""
     argv = list(step.argv)
     if pip and argv[1:3] == ["-m", "pip"]:
         argv = list(pip) + argv[3:]
@@ -224,9 +225,16 @@ def dry_run(installer: str, step: Step, workdir: Path,
                          text=True, cwd=workdir, timeout=1800)
     if out.returncode != 0:
         raise InstallFailed(f"pip could not resolve the plan: {_tail(out.stderr)}")
+    local: List[str] = []
     for item in json.loads(report.read_text()).get("install", []):
         md = item.get("metadata", {})
         changes[md.get("name", "").lower().replace("_", "-")] = (None, md.get("version"))
+        if str(item.get("download_info", {}).get("url", "")).startswith("file:"):
+            local.append(f"{md.get('name')} {md.get('version')}")
+    if local and progress:
+        progress(f"  warning: {len(local)} package(s) come from local sources without upload times, which the "
+                 f"cutoff cannot filter (pip's configuration: index-url / extra-index-url / find-links): "
+                 f"{', '.join(local[:8])}{' ...' if len(local) > 8 else ''}")
     return changes
 
 
@@ -343,7 +351,7 @@ def execute(plan: Plan, t: Target, installer: str, yes: bool, hardware_file: Opt
                     continue
                 if step.verify:
                     progress(f"  .. checking the plan against {installer}'s own dry-run resolution")
-                    problems = verify(plan, dry_run(installer, step, work), installed_versions(t))
+                    problems = verify(plan, dry_run(installer, step, work, progress=progress), installed_versions(t))
                     if problems:
                         raise InstallFailed("the installer's resolution does not match the plan: " + "; ".join(problems))
                     progress("  ok the resolution matches the plan")
@@ -388,7 +396,7 @@ def _dry(plan: Plan, t: Target, installer: str, steps: List[Step], work: Path, p
                 progress(f"  the target's pip {t.pip} has no --uploaded-prior-to; --yes upgrades it first (the "
                          "snapshot covers it); this dry run uses a newer pip from a temporary wheel")
                 pip = temporary_pip(t, work, progress)
-            changes = dry_run(installer, step, work, pip)
+            changes = dry_run(installer, step, work, pip, progress)
             problems = verify(plan, changes, installed_versions(t))
             for name in ("vllm", "torch", "transformers"):
                 if name in changes:
