@@ -136,16 +136,17 @@ def torch_archs(h: Harvest) -> List[str]:
 
 
 def blackwell_floor(h: Harvest) -> List[str]:
-    """profiles/blackwell.toml refuses vLLM releases whose torch has no sm_100 kernels, and only those."""
+    """profiles/blackwell.toml refuses exactly the vLLM releases whose own kernels (vllm/_C) have no sm_100 code
+    (torch's Blackwell build is a variant choice the planner makes: torch_builds.toml)."""
     refuse = load_toml(ROOT / "profiles" / "blackwell.toml").get("refuse", {}).get("vllm", "")
-    if not refuse or not h.arch.torch_cuda:
+    if not refuse or not h.arch.vllm_C:
         return []
     refused = SpecifierSet(refuse).contains(Version(h.version))
-    has = any(_sm(a) == 100 for a in h.arch.torch_cuda)
+    has = any(_sm(a) == 100 for a in h.arch.vllm_C)
     if refused and has:
-        return [f"blackwell.toml refuses vllm{refuse}, but vLLM {h.version}'s torch carries sm_100"]
+        return [f"blackwell.toml refuses vllm{refuse}, but vLLM {h.version}'s _C carries sm_100"]
     if not refused and not has:
-        return [f"blackwell.toml accepts vLLM {h.version}, whose torch has no sm_100 kernels"]
+        return [f"blackwell.toml accepts vLLM {h.version}, whose _C has no sm_100 kernels"]
     return []
 
 

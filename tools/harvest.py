@@ -479,11 +479,16 @@ def _selector_map() -> Dict[str, str]:
         return {}
     files = [root / "attention" / "selector.py", *sorted((root / "platforms").glob("*.py"))]
     out: Dict[str, str] = {}
+    path_re = re.compile(r"^vllm\.[\w.]*attention\.backends\.[\w.]+\.\w+Backend$")
     for f in files:
         try:
             tree = ast.parse(f.read_text(encoding="utf-8"))
         except (OSError, SyntaxError):
             continue
+        # 0.8-0.10 platforms/cuda.py: FLASHMLA_V1 = "vllm.v1....FlashMLABackend" ... if ...: return FLASHMLA_V1
+        consts = {t.id: n.value.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                  and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+                  and path_re.match(n.value.value) for t in n.targets if isinstance(t, ast.Name)}
         for node in ast.walk(tree):
             if not isinstance(node, ast.If):
                 continue
@@ -497,9 +502,10 @@ def _selector_map() -> Dict[str, str]:
                         cls = next((a.name for a in sub.names if a.name.endswith("Backend")), None)
                         if cls:
                             out.setdefault(names[0], f"{sub.module}.{cls}")
-                    elif isinstance(sub, ast.Constant) and isinstance(sub.value, str) \
-                            and re.match(r"^vllm\.[\w.]*attention\.backends\.[\w.]+\.\w+Backend$", sub.value):
+                    elif isinstance(sub, ast.Constant) and isinstance(sub.value, str) and path_re.match(sub.value):
                         out.setdefault(names[0], sub.value)
+                    elif isinstance(sub, ast.Return) and isinstance(sub.value, ast.Name) and sub.value.id in consts:
+                        out.setdefault(names[0], consts[sub.value.id])
     return out
 
 
@@ -593,6 +599,10 @@ def harvest_attention() -> Tuple[str, Dict[str, Dict[str, Any]]]:
                 paths = [selector[name]] if name in selector else scanned[0].get(name.lower().replace("_", "-"), [])
                 if paths:
                     entry["class_from"] = "selector"
+            if not paths and scanned[0].get(name + "_VLLM_V1"):
+                # 0.8-0.10: the V1 class of a backend answers NAME_VLLM_V1 (e.g. TORCH_SDPA in 0.10 on CPU)
+                paths = scanned[0][name + "_VLLM_V1"]
+                entry["class_from"] = "v1_name"
             # Two classes may answer the same name (V0 and V1 FlashAttention): prefer the V1 one, the default
             # engine from 0.8.0 on; the other is recorded too.
             paths = sorted(paths, key=lambda p: (".v1." not in p, "rocm" in p.lower() or "aiter" in p.lower(),

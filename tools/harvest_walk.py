@@ -153,6 +153,8 @@ class Walk:
             return job
         cache = self.cache_for(rel)
         job["cache"] = cache
+        # only a wheel this walk brought into the cache is dropped after the harvest (never another env's)
+        job["wheel_was_cached"] = any(cache.glob(f"wheels-v*/pypi/vllm/{version}-*"))
         env = WORK / f"vllm-{version}"
         shutil.rmtree(env, ignore_errors=True)
         WORK.mkdir(parents=True, exist_ok=True)
@@ -208,7 +210,7 @@ class Walk:
         if env:
             shutil.rmtree(env, ignore_errors=True)
         cache = job.get("cache")
-        if cache and job["version"] not in self.matrix_versions:
+        if cache and job["version"] not in self.matrix_versions and not job.get("wheel_was_cached"):
             freed = drop_wheel(Path(cache), job["version"])
             job["dropped_wheel_mb"] = round(freed / 2**20)
         job["free_after_gb"] = round(free_gb(ROOT), 1)
