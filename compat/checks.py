@@ -137,7 +137,7 @@ def user_attention_backend(env: Environment, r: Resolved, environ: Mapping[str, 
                            f"VLLM_ATTENTION_BACKEND={name} is not a backend of vLLM {vv} "
                            f"(it knows {', '.join(rng.get('names', []))})", "unset VLLM_ATTENTION_BACKEND"))
         return out
-    need = knowledge.backend_requirements().get(name, {}).get("min_sm")
+    need = knowledge.backend_requirements(vv).get(name, {}).get("min_sm")
     sm = env.hardware.min_sm
     if need is not None and sm is not None and sm < need:
         out.append(Finding("attention-backend-unsupported", "error",

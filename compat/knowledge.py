@@ -57,8 +57,19 @@ def vllm_release(version: str) -> Optional[Dict[str, Any]]:
     return None
 
 
-def backend_requirements() -> Dict[str, Any]:
-    return cast(Dict[str, Any], _table("attention_backends").get("backend", {}))
+def backend_requirements(vllm_version: Optional[str] = None) -> Dict[str, Any]:
+    """attention_backends.toml rows; with a vLLM version, `min_sm` is the one that release states (a row's
+    `since` entries raise the floor from a release on, e.g. FLASHINFER needs sm80 from vLLM 0.33.0)."""
+    rows = cast(Dict[str, Any], _table("attention_backends").get("backend", {}))
+    if vllm_version is None:
+        return rows
+    out: Dict[str, Any] = {}
+    for name, row in rows.items():
+        for later in row.get("since", []):
+            if versions.in_spec(vllm_version, later["vllm"]):
+                row = {**row, "min_sm": later["min_sm"]}
+        out[name] = row
+    return out
 
 
 def flash_attn_problems(fa_version: str, torch_version: Optional[str], min_sm: Optional[int]) -> List[Tuple[str, str]]:

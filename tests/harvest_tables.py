@@ -15,6 +15,7 @@ from packaging.version import Version
 from compat._toml import load_data, load_toml
 from compat.choose import attention_range
 from compat.harvested import Harvest
+from compat.knowledge import backend_requirements
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTS = {"flashinfer": ("flashinfer-python", "flashinfer"), "xformers": ("xformers",),
@@ -100,7 +101,7 @@ def chosen_backends_run(h: Harvest) -> List[str]:
 def backend_arch_floors(h: Harvest) -> List[str]:
     """attention_backends.toml min_sm never lets compat accept a GPU the release's backend itself refuses
     (where the release states a floor: supports_compute_capability)."""
-    table = load_data("attention_backends").get("backend", {})
+    table = backend_requirements(h.version)
     out = []
     for name, b in sorted(h.attention.items()):
         row = table.get(name)

@@ -175,3 +175,13 @@ def test_b200_with_old_flash_attn_keeps_sdpa(tmp_path: Path) -> None:
     assert rep.resolved.hf_attn_implementation == "sdpa"
     fx = _b200(tmp_path, "0.9.2", 'torch = "2.7.0"\nflash-attn = "2.8.0.post2"\n')
     assert compat.setup(hardware=fx, patches=False).resolved.hf_attn_implementation == "flash_attention_2"
+
+
+def test_backend_floor_follows_the_release() -> None:
+    """vLLM 0.33.0 raised FlashInfer's floor to sm80 (found by diffing attention_backends.toml to its harvest)."""
+    from compat.knowledge import backend_requirements
+
+    assert backend_requirements("0.11.0")["FLASHINFER"]["min_sm"] == 75
+    assert backend_requirements("0.33.0")["FLASHINFER"]["min_sm"] == 80
+    h = harvested.load("0.33.0")
+    assert h is not None and h.attention["FLASHINFER"].min_capability == 80
