@@ -261,13 +261,14 @@ def test_malformed_hardware_file_exits_2(tmp_path, capsys):
 
 
 def test_plan_is_fast_in_process():
-    start = time.perf_counter()
+    """CPU time, not wall time: on the shared 2-core box (load 20+) wall time measured the other engineers' jobs."""
+    start = time.process_time()
     for fixture in FIXTURES:
         try:
             planner.make_plan(detect(str(fixture)), None, python="3.11", environ={})
         except CompatError:
             pass
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
 
 
 @pytest.mark.slow
