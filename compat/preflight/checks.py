@@ -332,6 +332,23 @@ def _alternative(m: ModelConfig, f: ReleaseFacts, dtype: str, sm: Optional[int],
     return None
 
 
+def _how(t: Target) -> str:
+    """How this release is told its attention backend (a format string for the name)."""
+    b = t.backend
+    if b is not None and b.env_var:
+        return f"set {b.env_var}={{}}"
+    if b is not None and b.option:
+        return f"pass {b.option}={{!r}}"
+    from ..choose import attention_range
+
+    r = attention_range(t.vllm) or {}
+    if r.get("env_var") and r.get("env_var_status", "read") == "read":
+        return f"set {r['env_var']}={{}}"
+    if r.get("config_option"):
+        return f"pass {r['config_option']}={{!r}}"
+    return "select the {} attention backend"
+
+
 def check_backend(m: ModelConfig, t: Target, mach: Machine, f: Optional[ReleaseFacts],
                   dtype: str) -> Tuple[Optional[str], List[Finding]]:
     b = t.backend
@@ -341,7 +358,7 @@ def check_backend(m: ModelConfig, t: Target, mach: Machine, f: Optional[ReleaseF
         return None, [Finding("preflight-backend-default", "info",
                               f"compat leaves the attention backend to vLLM {t.vllm} here; not checked")]
     bf = f.attention.get(b.name)
-    how = (f"set {b.env_var}={{}}" if b.env_var else f"pass {b.option}={{!r}}" if b.option else "choose {}")
+    how = _how(t)
     plain: List[Finding] = []
     if m.mla and not mla_cache(m, f):
         plain = [Finding("preflight-backend-mla", "info",
@@ -356,8 +373,9 @@ def check_backend(m: ModelConfig, t: Target, mach: Machine, f: Optional[ReleaseF
                                     f"on sm{mach.sm} ({Path(f.file).name})", "use an sm90 GPU (FlashMLA) or a "
                                     "newer vLLM release")]
         return alt, [Finding("preflight-backend-mla", "info",
-                             f"{m.architecture} uses MLA (latent KV cache); compat's {b.name} is not an MLA "
-                             f"backend, so the MLA backend {alt} is asked for instead", how.format(alt))]
+                             f"{m.architecture} uses MLA (latent KV cache); {b.name}, the backend for this GPU, "
+                             f"is not an MLA backend, so the MLA backend {alt} is asked for instead",
+                             how.format(alt))]
     if bf is None:
         return b.name, plain + [Finding("preflight-backend-unknown", "warning",
                                 f"vLLM {t.vllm}'s harvested facts do not list backend {b.name}; not checked")]

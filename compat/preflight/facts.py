@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 from .. import harvested, versions
 
@@ -72,7 +72,7 @@ def load(version: str, directory: Optional[Path] = None) -> Optional[ReleaseFact
     return _cache[key]
 
 
-def first_release(predicate: Any, directory: Optional[Path] = None,
+def first_release(predicate: Callable[[ReleaseFacts], bool], directory: Optional[Path] = None,
                   after: Optional[str] = None) -> Optional[str]:
     """The oldest harvested release (newer than `after`, when given) whose facts satisfy predicate(facts)."""
     for v in releases(directory):
