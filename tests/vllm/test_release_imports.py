@@ -68,8 +68,9 @@ def test_outlines_guided_decoding_imports(matrix_release):
 BACKEND_ENUM = """
 import importlib, json
 # where each release defines its attention-backend enum: 0.5.4-0.6.x attention/selector.py, 0.7-0.10.x
-# platforms/interface.py (_Backend), newer attention/backends/registry.py (_Backend / AttentionBackendEnum)
-for module, names in (("vllm.attention.backends.registry", ("AttentionBackendEnum", "_Backend")),
+# platforms/interface.py (_Backend), 0.11+ attention/backends/registry.py, the newest v1/attention/backends/registry.py
+for module, names in (("vllm.v1.attention.backends.registry", ("AttentionBackendEnum",)),
+                      ("vllm.attention.backends.registry", ("AttentionBackendEnum", "_Backend")),
                       ("vllm.platforms.interface", ("_Backend",)), ("vllm.attention.selector", ("_Backend",))):
     try:
         mod = importlib.import_module(module)
