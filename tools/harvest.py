@@ -311,7 +311,8 @@ def harvest_arch() -> Dict[str, Any]:
             rel = str(so.relative_to(root.parent)) if root else so.name
             vllm_files[rel] = _union([got["sass"]]) + _union([got["ptx"]])
             vllm_ptx.append(list(got["ptx"]))
-    c_libs = [[a for a in v if a.startswith("sm_")] for k, v in vllm_files.items() if re.match(r"vllm/_C\.", k)]
+    c_libs = [[a for a in v if a.startswith("sm_")] for k, v in vllm_files.items()
+              if re.match(r"vllm/_C(_\w+)?\.", k)]  # _C.abi3.so; _C_stable_libtorch.abi3.so from ~0.2x
     out["vllm_C"] = _union(c_libs)
     out["vllm_all"] = _union([a for a in v if a.startswith("sm_")] for v in vllm_files.values())
     out["vllm_ptx"] = _union(vllm_ptx)
