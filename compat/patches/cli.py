@@ -43,10 +43,19 @@ def run(argv: Optional[List[str]] = None) -> int:
             print(ledger.render(registry()), end="")
         return 0
     from ..switches import Switches
-    from .engine import format_status_table, status, status_dicts
+    from .engine import format_status_table, installed_version, status, status_dicts
 
     Switches.parse().opt_ins()  # a malformed opt-in switch is an error here as in setup() and doctor
-    rows = status(args.vllm, verify=args.verify)
+    switches = None
+    if installed_version("transformers") is not None:  # hf_dtype's default is the profile's (on for V100/T4)
+        from ..errors import CompatError
+        from ..report.build import build_report
+
+        try:
+            switches = dict(build_report().switches)
+        except CompatError:  # a bad hardware/profile knob is doctor's to report; statuses then show the env's view
+            switches = None
+    rows = status(args.vllm, switches, verify=args.verify)
     if args.json:
         print(json.dumps(status_dicts(rows), indent=2))
     else:
