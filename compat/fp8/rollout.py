@@ -36,7 +36,7 @@ Everything heavy is imported inside functions; importing this module imports nei
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, cast
 
 BLOCK_QUANT_CONFIG: Dict[str, Any] = {
     "quant_method": "fp8",
@@ -85,14 +85,14 @@ def layer_state(layer: Any) -> Optional[LayerState]:
     return getattr(layer, STATE_ATTR, None)
 
 
-def _get_loader(param: Any) -> Optional[Callable]:
+def _get_loader(param: Any) -> Optional[Callable[..., Any]]:
     try:
         return getattr(param, "weight_loader", None)
     except Exception:  # 0.11 BasevLLMParameter.weight_loader raises when none was given
         return None
 
 
-def _set_loader(param: Any, fn: Callable) -> None:
+def _set_loader(param: Any, fn: Callable[..., Any]) -> None:
     """vLLM parameters keep the loader in `_weight_loader` behind a property; plain Parameters as an attribute."""
     if isinstance(getattr(type(param), "weight_loader", None), property):
         param._weight_loader = fn
@@ -104,7 +104,7 @@ def _is_high_precision(t: Any) -> bool:
     return bool(t.is_floating_point()) and t.element_size() >= 2  # bf16/fp16/fp32; fp8 has element size 1
 
 
-def _moe_scale_call(args: tuple, kwargs: dict) -> Tuple[tuple, dict]:
+def _moe_scale_call(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
     """FusedMoE.weight_loader(param, w, weight_name, shard_id, expert_id, ...): the scale's weight_name must say
     'scale' (that is how the release routes block scales)."""
     if args:
@@ -114,9 +114,9 @@ def _moe_scale_call(args: tuple, kwargs: dict) -> Tuple[tuple, dict]:
     return args, kwargs
 
 
-def _quantizing_loader(state: LayerState, weight_name: str, scale_name: str, weight_loader: Callable,
-                       scale_loader: Callable) -> Callable:
-    def weight_loader_fp8(param, loaded_weight, *args, **kwargs):
+def _quantizing_loader(state: LayerState, weight_name: str, scale_name: str, weight_loader: Callable[..., Any],
+                       scale_loader: Callable[..., Any]) -> Callable[..., Any]:
+    def weight_loader_fp8(param: Any, loaded_weight: Any, *args: Any, **kwargs: Any) -> Any:
         if not _is_high_precision(loaded_weight):
             return weight_loader(param, loaded_weight, *args, **kwargs)
         if loaded_weight.dim() != 2:
@@ -159,7 +159,8 @@ def _adopt(method: Any, layer: Any, kind: str) -> None:
         loading[w], loading[s] = pw, ps
     state = LayerState(kind, (int(block[0]), int(block[1])), loading)
     for w, s in pairs:
-        _set_loader(loading[w], _quantizing_loader(state, w, s, _get_loader(loading[w]), _get_loader(loading[s])))
+        wl, sl = _get_loader(loading[w]), _get_loader(loading[s])  # registered by the release with both
+        _set_loader(loading[w], _quantizing_loader(state, w, s, cast(Callable[..., Any], wl), cast(Callable[..., Any], sl)))
     object.__setattr__(layer, STATE_ATTR, state)
 
 
@@ -194,7 +195,7 @@ def _values_changed_reason(method: Any) -> str:
 
 
 def _same_memory(a: Any, b: Any) -> bool:
-    return (a.shape == b.shape and a.dtype == b.dtype and a.data_ptr() == b.data_ptr()
+    return bool(a.shape == b.shape and a.dtype == b.dtype and a.data_ptr() == b.data_ptr()
             and a.stride() == b.stride() and a.device == b.device)
 
 
@@ -204,8 +205,8 @@ def _bits_equal(a: Any, b: Any) -> bool:
     if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
         return False
     if a.element_size() == 1:
-        return torch.equal(a.view(torch.uint8), b.view(torch.uint8))
-    return torch.equal(a, b)
+        return bool(torch.equal(a.view(torch.uint8), b.view(torch.uint8)))
+    return bool(torch.equal(a, b))
 
 
 def _loading_view(kind: str, new: Any, old: Any, before: Optional[Any]) -> Optional[Any]:
@@ -229,16 +230,16 @@ def _loading_view(kind: str, new: Any, old: Any, before: Optional[Any]) -> Optio
     return hits[0] if hits else None
 
 
-def _forwarding_loader(target: Any) -> Callable:
-    def weight_loader(param, loaded_weight, *args, **kwargs):
-        return _get_loader(target)(target, loaded_weight, *args, **kwargs)
+def _forwarding_loader(target: Any) -> Callable[..., Any]:
+    def weight_loader(param: Any, loaded_weight: Any, *args: Any, **kwargs: Any) -> Any:
+        return cast(Callable[..., Any], _get_loader(target))(target, loaded_weight, *args, **kwargs)
 
     weight_loader.compat_target = target  # type: ignore[attr-defined]
     return weight_loader
 
 
-def _refusing_loader(name: str, why: str) -> Callable:
-    def weight_loader(param, loaded_weight, *args, **kwargs):
+def _refusing_loader(name: str, why: str) -> Callable[..., Any]:
+    def weight_loader(param: Any, loaded_weight: Any, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"compat fp8: cannot reload {name} in place: vLLM's post-processing {why}; reload the "
                            "model instead, or serve it where the block-FP8 path keeps the checkpoint layout")
 
@@ -275,10 +276,10 @@ def _publish(method: Any, layer: Any, state: LayerState, scales_before: Dict[str
 # patch factories (make(original) -> replacement); they run only once vLLM is imported
 
 
-def make_create_weights(kind: str) -> Callable[[Callable], Callable]:
-    def make(original: Callable) -> Callable:
+def make_create_weights(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
-        def create_weights(self, layer, *args, **kwargs):
+        def create_weights(self: Any, layer: Any, *args: Any, **kwargs: Any) -> Any:
             result = original(self, layer, *args, **kwargs)
             _adopt(self, layer, kind)
             return result
@@ -288,10 +289,10 @@ def make_create_weights(kind: str) -> Callable[[Callable], Callable]:
     return make
 
 
-def make_process_weights(kind: str) -> Callable[[Callable], Callable]:
-    def make(original: Callable) -> Callable:
+def make_process_weights(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
-        def process_weights_after_loading(self, layer, *args, **kwargs):
+        def process_weights_after_loading(self: Any, layer: Any, *args: Any, **kwargs: Any) -> Any:
             state = layer_state(layer)
             if state is None or state.kind != kind:
                 return original(self, layer, *args, **kwargs)

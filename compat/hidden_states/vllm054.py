@@ -33,7 +33,10 @@ Everything heavy is imported inside functions; importing this module imports nei
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+if TYPE_CHECKING:
+    from compat.hidden_states import Settings
 
 ATTR_GROUP = "_compat_hidden"  # on CompletionSequenceGroupOutput: _GroupHidden of this step
 ATTR_PROMPT = "_compat_hidden_prompt"  # on SequenceGroup: _PromptRows
@@ -41,7 +44,7 @@ ATTR_DECODE = "_compat_hidden_decode"  # on Sequence: _DecodeRows
 ATTR_RUNNER = "_compat_hidden_settings"  # on ModelRunner: compat.hidden_states.Settings
 
 
-def _settings():
+def _settings() -> Settings:
     from compat import hidden_states
 
     return hidden_states.settings()
@@ -151,7 +154,7 @@ class _DecodeRows:
             self._frozen = self._buf[self._lo: self._n].clone()
         return self._frozen
 
-    def __deepcopy__(self, memo: dict) -> _DecodeRows:
+    def __deepcopy__(self, memo: Dict[int, Any]) -> _DecodeRows:
         new = _DecodeRows(self.limit)
         new.total = self.total
         if self._buf is not None:
@@ -165,7 +168,7 @@ class _DecodeRows:
 # worker side: split SamplerOutput.hidden_states per group and sequence
 
 
-def _flat_offsets(seq_groups) -> List[int]:
+def _flat_offsets(seq_groups: Any) -> List[int]:
     """Offset of each group's first token in the flattened model output (prompt: query_len rows, decode: 1/seq)."""
     offsets, off = [], 0
     for sg in seq_groups:
@@ -252,9 +255,9 @@ def split_rows(sampler_output: Any, sampling_metadata: Any, all_prompt: bool,
     return out
 
 
-def make_worker_init(original):
+def make_worker_init(original: Any) -> Any:
     @functools.wraps(original)
-    def __init__(self, *args, **kwargs):
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         from vllm.worker.model_runner import ModelRunner
 
@@ -266,9 +269,9 @@ def make_worker_init(original):
     return __init__
 
 
-def make_execute_model(original):
+def make_execute_model(original: Any) -> Any:
     @functools.wraps(original)
-    def execute_model(self, model_input, *args, **kwargs):
+    def execute_model(self: Any, model_input: Any, *args: Any, **kwargs: Any) -> Any:
         cfg = getattr(self, ATTR_RUNNER, None)
         if cfg is None or not self.return_hidden_states:
             return original(self, model_input, *args, **kwargs)
@@ -295,9 +298,9 @@ def make_execute_model(original):
 # engine side
 
 
-def make_process_prompt_logprob(original):
+def make_process_prompt_logprob(original: Any) -> Any:
     @functools.wraps(original)
-    def process_prompt_logprob(self, seq_group, outputs):
+    def process_prompt_logprob(self: Any, seq_group: Any, outputs: Any) -> Any:
         result = original(self, seq_group, outputs)
         for out in outputs:
             rec = getattr(out, ATTR_GROUP, None)
@@ -312,9 +315,9 @@ def make_process_prompt_logprob(original):
     return process_prompt_logprob
 
 
-def make_process_sequence_group_outputs(original):
+def make_process_sequence_group_outputs(original: Any) -> Any:
     @functools.wraps(original)
-    def _process_sequence_group_outputs(self, seq_group, outputs):
+    def _process_sequence_group_outputs(self: Any, seq_group: Any, outputs: Any) -> Any:
         rec = getattr(outputs, ATTR_GROUP, None)
         if rec is not None and rec.samples:
             from vllm.sequence import SequenceStatus
@@ -337,11 +340,11 @@ def make_process_sequence_group_outputs(original):
     return _process_sequence_group_outputs
 
 
-def make_from_seq_group(original):
+def make_from_seq_group(original: Any) -> Any:
     func = original.__func__  # a classmethod on RequestOutput
 
     @functools.wraps(func)
-    def from_seq_group(cls, seq_group):
+    def from_seq_group(cls: Any, seq_group: Any) -> Any:
         out = func(cls, seq_group)
         prompt = getattr(seq_group, ATTR_PROMPT, None)
         out.hidden_states_prefill = prompt.tensor() if prompt is not None else None
