@@ -26,8 +26,10 @@ BASE_PROMISES = "uv,bash,fish,git,base-python"
 
 @nox.session(python=PYTHON)
 def py(session: nox.Session) -> None:
-    """Unit tests without vLLM."""
-    session.install("-e", ".[test]")
+    """Lint (ruff), types (mypy --strict on compat/) and the unit tests without vLLM, as `tox -e py`."""
+    session.install("-e", ".[test,lint]")
+    session.run("ruff", "check", "compat", "tools", "tests")
+    session.run("mypy")
     session.run("pytest", *(session.posargs or ["tests", "--ignore=tests/vllm"]),
                 env={"COMPAT_MATRIX_ENV": "py", "COMPAT_PROMISES": BASE_PROMISES})
 
