@@ -23,13 +23,16 @@ _LAZY = {
 }
 __all__ = [*_LAZY, "__version__"]
 
-if TYPE_CHECKING:
-    from ._setup import current, revert, setup  # noqa: F401
-    from .errors import CompatError  # noqa: F401
-    from .findings import Finding  # noqa: F401
-    from .integrations.ray import ray_runtime_env  # noqa: F401
-    from .kwargs import hf_kwargs, vllm_kwargs  # noqa: F401
-    from .report.model import Report  # noqa: F401
+if TYPE_CHECKING:  # `X as X`: explicit re-exports for type checkers (the runtime loads them lazily)
+    from ._setup import current as current
+    from ._setup import revert as revert
+    from ._setup import setup as setup
+    from .errors import CompatError as CompatError
+    from .findings import Finding as Finding
+    from .integrations.ray import ray_runtime_env as ray_runtime_env
+    from .kwargs import hf_kwargs as hf_kwargs
+    from .kwargs import vllm_kwargs as vllm_kwargs
+    from .report.model import Report as Report
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,7 @@ every Ray worker.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from ..findings import Finding
 from .model import GPU, Hardware
@@ -16,7 +16,7 @@ class NvmlUnavailable(Exception):
     """NVML cannot be used here; the message says why (used for the fallback finding)."""
 
 
-def _text(value) -> str:
+def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -49,7 +49,7 @@ def probe() -> Hardware:
             pass
 
 
-def _init_reason(pynvml, exc) -> str:
+def _init_reason(pynvml: Any, exc: BaseException) -> str:
     mismatch = getattr(pynvml, "NVML_ERROR_LIB_RM_VERSION_MISMATCH", 18)
     if getattr(exc, "value", None) == mismatch:
         return ("NVML driver/library version mismatch (the driver was upgraded but the old kernel module "
@@ -57,7 +57,7 @@ def _init_reason(pynvml, exc) -> str:
     return f"NVML failed to initialise: {exc}"
 
 
-def _devices(pynvml) -> Tuple[List[GPU], List[Finding]]:
+def _devices(pynvml: Any) -> Tuple[List[GPU], List[Finding]]:
     gpus: List[GPU] = []
     findings: List[Finding] = []
     for i in range(pynvml.nvmlDeviceGetCount()):
@@ -74,7 +74,7 @@ def _devices(pynvml) -> Tuple[List[GPU], List[Finding]]:
     return gpus, findings
 
 
-def _device(pynvml, h, index: int) -> GPU:
+def _device(pynvml: Any, h: Any, index: int) -> GPU:
     major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
     try:
         current, _pending = pynvml.nvmlDeviceGetMigMode(h)
@@ -91,7 +91,7 @@ def _device(pynvml, h, index: int) -> GPU:
     )
 
 
-def _mig_devices(pynvml, parent_handle, parent: GPU) -> List[GPU]:
+def _mig_devices(pynvml: Any, parent_handle: Any, parent: GPU) -> List[GPU]:
     """With MIG on, CUDA sees the MIG instances, not the parent: list those."""
     out: List[GPU] = []
     try:

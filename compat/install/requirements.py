@@ -33,7 +33,7 @@ def installed_requires(python: str, dist: str) -> List[str]:
     reqs = json.loads(out.stdout)
     if reqs is None:
         raise CompatError(f"{dist} is not installed in the environment of {python}; install it with --no-deps first")
-    return reqs
+    return [str(r) for r in reqs]
 
 
 def apply_overrides(requires: Sequence[str], overrides: Sequence[str]) -> List[str]:

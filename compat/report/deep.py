@@ -41,7 +41,7 @@ _FIX = {
 }
 
 
-def deep_findings(rep) -> List[Finding]:
+def deep_findings(rep: Any) -> List[Finding]:
     env = rep.environment
     if not env.hardware.gpus or env.hardware_file:
         why = "a simulated machine (--hardware)" if env.hardware_file else "no NVIDIA GPU is visible"
@@ -69,7 +69,7 @@ def deep_findings(rep) -> List[Finding]:
     return out
 
 
-def findings_from_probe(result: dict) -> List[Finding]:
+def findings_from_probe(result: Dict[str, Any]) -> List[Finding]:
     if "error" in result:
         return [Finding("deep-torch-cuda", "error", f"torch cannot use the GPU: {result['error']}",
                         "install a torch build this driver runs (`python -m compat plan`)")]
