@@ -57,7 +57,8 @@ def _verl_session(name: str, version: str):
         python = str(Path(session.virtualenv.location) / "bin" / "python")
         session.run("python", str(ROOT / "tools" / "matrix.py"), "install", name, "--python", python)
         session.run("pytest", *(session.posargs or ["tests/verl", "tests/test_integrations_verl.py"]),
-                    env={"COMPAT_MATRIX_ENV": name})
+                    env={"COMPAT_MATRIX_ENV": name,
+                         "COMPAT_PROMISES": "uv,bash,git,base-python,verl,torch,ray,autoload-pth"})
 
     run.__doc__ = f"verl {version}'s own code with compat (cutoff and torch from compat/data/verl.toml)."
     return run

@@ -71,9 +71,11 @@ def engine(role):
     fsdp = {"actor": cfg.actor_rollout_ref.actor.fsdp_config, "ref": cfg.actor_rollout_ref.ref.fsdp_config,
             "critic": cfg.critic.get("fsdp")}[role]
     model_config = omega_conf_to_dataclass(model_cfg)
+    if role == "critic":  # the trainer builds the critic as a value model (verl/trainer/ppo/ray_trainer.py)
+        object.__setattr__(model_config, "model_type", "value_model")
     engine_config = omega_conf_to_dataclass(fsdp)
     if role == "ref":
-        engine_config.forward_only = True
+        object.__setattr__(engine_config, "forward_only", True)
     stub = types.SimpleNamespace(model_config=model_config, engine_config=engine_config, device_mesh=None,
                                  use_remove_padding=model_config.use_remove_padding,
                                  ulysses_sequence_parallel_size=1, rank=0)
