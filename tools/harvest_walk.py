@@ -118,6 +118,14 @@ def tail(text: str, n: int = 3) -> str:
     return H._clean(" | ".join(lines[-n:]), 600)
 
 
+def _signal_end(jobs: queue.Queue[Optional[Dict[str, Any]]]) -> None:
+    """Put the end marker unless the queue already holds one (a blocking put here deadlocked two workers)."""
+    try:
+        jobs.put_nowait(None)
+    except queue.Full:
+        pass
+
+
 class Walk:
     def __init__(self, rels: List[Dict[str, Any]], private_cache: Path, min_free: float, uv: str) -> None:
         self.rels = rels
@@ -219,14 +227,14 @@ class Walk:
         while True:
             job = jobs.get()
             if job is None:
-                jobs.put(None)  # let the other workers see the end too
+                _signal_end(jobs)  # let the other workers see the end too
                 return
             version = job["version"]
             if "fatal" in job:
                 log("STOP: " + job["fatal"])
                 self.rc = 3
                 self.stop.set()
-                jobs.put(None)
+                _signal_end(jobs)
                 return
             if "error" in job:
                 with self.lock:
