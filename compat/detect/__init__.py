@@ -138,14 +138,9 @@ def _fallback(proc_driver: Optional[str], findings: List[Finding], timeout: floa
 def _cache_path(proc_driver: Optional[str], env: Mapping[str, str]) -> Optional[Path]:
     if proc_driver is None or Switches.parse(env).no_cache:
         return None
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-    base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "compat"
-    # boot id (a UUID) and driver version name the file: no hashing, which would cost an import per process
-    safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in f"{boot}-{proc_driver}")
-    return base / f"hardware-v{CACHE_VERSION}-{safe}.json"
+    from ._cachepath import boot_keyed_path
+
+    return boot_keyed_path(f"hardware-v{CACHE_VERSION}", proc_driver, env)
 
 
 def _read_cache(path: Optional[Path]) -> Optional[Hardware]:

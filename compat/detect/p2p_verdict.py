@@ -32,15 +32,11 @@ def verdict_path(driver: Optional[str], gpu_uuids: Sequence[str],
             return None
     except Exception:  # noqa: BLE001 - a malformed COMPAT_NO_CACHE is reported where detection reads it
         return None
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-    base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "compat"
+    from ._cachepath import boot_keyed_path
+
     # GPU UUIDs are "GPU-<8>-<4>-..."; the first 8 hex digits of each name the set without a hash import
     gpus = "_".join(sorted(u.replace("GPU-", "")[:8] for u in gpu_uuids))
-    safe = "".join(c if c.isalnum() or c in ".-_" else "_" for c in f"{boot}-{driver}-{gpus}")
-    return base / f"p2p-v{VERDICT_VERSION}-{safe}.json"
+    return boot_keyed_path(f"p2p-v{VERDICT_VERSION}", f"{driver}-{gpus}", env)
 
 
 def read_verdict(driver: Optional[str], gpu_uuids: Sequence[str],
