@@ -741,6 +741,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("harvest: vllm is not installed in this env; run it inside a matrix env (tox -e vllm0110 ...)",
               file=sys.stderr)
         return 2
+    # Recent vLLM (e.g. 0.33.0 vllm/triton_utils/importing.py) swaps triton for placeholders when triton finds no
+    # active GPU driver, unless CUDA_VISIBLE_DEVICES is set and empty (its "distributed env" allowance). On a GPU
+    # host triton has a driver, so the backends import; set it here, not only in the walk, so a harvest on this
+    # CPU box records what a GPU user gets whatever the caller's environment (tests/vllm/test_tables_vs_harvest.py)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
