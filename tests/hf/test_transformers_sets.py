@@ -184,23 +184,8 @@ def test_one_warning_line_per_process_and_sets_applied_by_the_hook(tiny_model):
 # ------------------------------------------------------------------------------------------------------------
 # fail without: the same tests in a child pytest with the sets switched off
 
-ATTN_TESTS = (
-    "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[v100-sxm2]",
-    "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[t4-driver470]",
-    "test_verl_load_without_a_fitting_flash_attn_gives_sdpa_and_keeps_bfloat16[a100-sxm4]",
-    "test_verl_load_without_a_fitting_flash_attn_gives_sdpa_and_keeps_bfloat16[h100-sxm]",
-    "test_verl_load_without_a_fitting_flash_attn_gives_sdpa_and_keeps_bfloat16[rtx4090-old-driver]",
-    "test_flash_attention_2_kwarg_and_string_dtype_on_v100",
-    "test_hf_dtype_switch_off_keeps_bfloat16_on_v100",
-    "test_one_warning_line_per_process_and_sets_applied_by_the_hook",
-)
-DTYPE_TESTS = (
-    "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[v100-sxm2]",
-    "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[t4-driver470]",
-    "test_flash_attention_2_kwarg_and_string_dtype_on_v100",
-    "test_auto_dtype_on_a_bfloat16_checkpoint[v100-sxm2-float16]",
-    "test_one_warning_line_per_process_and_sets_applied_by_the_hook",
-)
+from transformers_cases import ATTN_TESTS, DTYPE_TESTS  # noqa: E402 - the lists this section checks
+
 
 
 def _junit(path: Path) -> Dict[str, str]:

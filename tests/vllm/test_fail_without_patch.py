@@ -25,6 +25,7 @@ from typing import Dict, Iterable, NamedTuple, Optional, Tuple
 import pytest
 
 from compat.patches.sets import all_sets
+from transformers_cases import ATTN_TESTS, DTYPE_TESTS
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -81,26 +82,11 @@ CASES = [
 HF = "../hf/test_transformers_sets.py"
 HF_ALL = "not test_fail_without_the_sets"
 TOGGLED = "FlashAttention2 has been toggled on, but it cannot be used"
-ATTN_TESTS = (
-    "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[v100-sxm2]",
-    "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[t4-driver470]",
-    "test_verl_load_without_a_fitting_flash_attn_gives_sdpa_and_keeps_bfloat16[a100-sxm4]",
-    "test_verl_load_without_a_fitting_flash_attn_gives_sdpa_and_keeps_bfloat16[h100-sxm]",
-    "test_verl_load_without_a_fitting_flash_attn_gives_sdpa_and_keeps_bfloat16[rtx4090-old-driver]",
-    "test_flash_attention_2_kwarg_and_string_dtype_on_v100",
-    "test_hf_dtype_switch_off_keeps_bfloat16_on_v100",
-    "test_one_warning_line_per_process_and_sets_applied_by_the_hook",
-)
 CASES += [
     Case(HF, "transformers_attn.autoset", HF_ALL, ATTN_TESTS, TOGGLED, vllm="==0.5.4"),
     Case(HF, "transformers_attn.check_and_adjust", HF_ALL,
          ATTN_TESTS + ("test_set_attn_implementation_after_loading_on_v100",), TOGGLED, vllm="==0.11.0"),
-    Case(HF, "transformers_dtype.from_pretrained", HF_ALL, (
-        "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[v100-sxm2]",
-        "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[t4-driver470]",
-        "test_flash_attention_2_kwarg_and_string_dtype_on_v100",
-        "test_auto_dtype_on_a_bfloat16_checkpoint[v100-sxm2-float16]",
-        "test_one_warning_line_per_process_and_sets_applied_by_the_hook"), "bfloat16", vllm="==0.5.4"),
+    Case(HF, "transformers_dtype.from_pretrained", HF_ALL, DTYPE_TESTS, "bfloat16", vllm="==0.5.4"),
     Case(HF, "transformers_dtype.from_config", HF_ALL, (
         "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[v100-sxm2]",
         "test_verl_load_on_v100_and_t4_gives_sdpa_and_float16[t4-driver470]"),
