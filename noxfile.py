@@ -18,7 +18,7 @@ import matrix  # noqa: E402  (tools/matrix.py: stdlib-only table reader + instal
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["py", *matrix.matrix_envs(), *matrix.verl_envs(), "install-e2e", "ray"]
+nox.options.sessions = ["py", "install-e2e", *matrix.matrix_envs(), *matrix.verl_envs(), "ray"]
 PYTHON = "3.11"
 # what each session promises (tests/promises.py; the same lists as tox.ini's COMPAT_PROMISES)
 BASE_PROMISES = "uv,bash,fish,git,base-python"

@@ -64,6 +64,13 @@ def pytest_make_collect_report(collector):
             report.longrepr = why
 
 
+def _failure_cause(report) -> str:
+    """The assertion or exception message of a failed report (its 'E' lines), else the end of its text."""
+    text = str(report.longrepr)
+    lines = [ln[1:].strip() for ln in text.splitlines() if ln.startswith("E ")]
+    return " | ".join(lines[:6]) if lines else text[-400:]
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """One line per run: which env, what it promises, how many tests ran and skipped (and for lack of what)."""
     import os
@@ -84,6 +91,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             f"(passed {counts['passed']}, failed {counts['failed']}, errors {counts['error']}), "
             f"skipped {counts['skipped']} ({skipped})")
     terminalreporter.write_line(line)
+    for r in stats.get("failed", []) + stats.get("error", []):
+        # CI keeps only the tail of a long log: the cause of each failure, one line, next to the summary line
+        cause = " ".join(_failure_cause(r).split())[:400]
+        terminalreporter.write_line(f"compat-env {env}: FAILED {r.nodeid}: {cause}")
     path = os.environ.get("COMPAT_RUN_SUMMARY")
     if path:
         with open(path, "a", encoding="utf-8") as f:

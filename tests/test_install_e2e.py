@@ -57,6 +57,20 @@ print("FUSED-MOE", type(kernels.fused_moe_kernel).__name__, tuple(layer.w13_weig
 """
 
 
+@pytest.fixture
+def venv_dir(tmp_path):
+    """The test's venv (6-9 GB once vLLM is in): removed whatever the outcome, so a failed test does not leave the
+    next one without disk (pytest keeps failed tests' tmp dirs)."""
+    path = tmp_path / "venv"
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _disk(path: Path) -> str:
+    """Free disk where the venvs live, for failure messages: a full disk fails an install in unrelated-looking ways."""
+    return f"[{shutil.disk_usage(path).free / 2**30:.1f} GiB free under {path}]"
+
+
 def _base_python() -> str:
     """The interpreter the tox env was made from: a real CPython whose `-m venv` makes a stock venv."""
     return getattr(sys, "_base_executable", sys.executable)
@@ -106,34 +120,34 @@ def _fused_moe(python: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("installer", ["uv", "pip"])
 @pytest.mark.parametrize("release, fixture", SETS, ids=[r for r, _ in SETS])
-def test_install_from_a_stock_venv_then_a_fused_moe_layer_builds(tmp_path, installer, release, fixture):
-    py = _stock_venv(tmp_path / "venv")
+def test_install_from_a_stock_venv_then_a_fused_moe_layer_builds(venv_dir, installer, release, fixture):
+    py = _stock_venv(venv_dir)
     assert int(_pip_version(py).split(".")[0]) < 26          # the stock pip: no --uploaded-prior-to
     common = [f"vllm=={release}", "--hardware", str(fixture), "--python", str(py), "--installer", installer,
               "--no-flash-attn"]
     dry = _compat("install", *common)
-    assert dry.returncode == 0, dry.stderr[-3000:]
-    assert "resolution matches the plan" in dry.stderr and "vllm" not in " ".join(_freeze(py))   # changed nothing
+    assert dry.returncode == 0, _disk(venv_dir) + dry.stderr[-3000:]
+    assert "resolution matches the plan" in dry.stderr, dry.stderr[-3000:]
+    assert "vllm" not in " ".join(_freeze(py))                                                  # changed nothing
     out = _compat("install", *common, "--yes")
-    assert out.returncode == 0, out.stderr[-4000:]
-    assert "ok first use" in out.stderr and "environment matches the plan" in out.stderr
+    assert out.returncode == 0, _disk(venv_dir) + out.stderr[-4000:]
+    assert "ok first use" in out.stderr and "environment matches the plan" in out.stderr, out.stderr[-3000:]
     frozen = _freeze(py)
     assert f"vllm=={release}" in frozen and any(x.startswith("setuptools==") for x in frozen)
     moe = _fused_moe(py)
-    assert moe.returncode == 0 and "FUSED-MOE JITFunction" in moe.stdout, moe.stderr[-3000:]
+    assert moe.returncode == 0 and "FUSED-MOE JITFunction" in moe.stdout, _disk(venv_dir) + moe.stderr[-3000:]
     if installer == "uv" and release == RELEASE:  # doctor inside that venv (compat from the source tree)
         doc = subprocess.run([str(py), "-m", "compat", "doctor", "--json", "--hardware", str(fixture)],
                              capture_output=True, text=True, env=_clean_env(), timeout=600)
         report = json.loads(doc.stdout)
         assert report["software"]["packages"]["vllm"] == release
         assert not [f for f in report["findings"] if f["severity"] == "error"], report["findings"]
-    shutil.rmtree(tmp_path / "venv")                         # 6-9 GB each: free the disk before the next one
 
 
-def test_first_use_check_fails_without_also_install_and_restores(tmp_path):
+def test_first_use_check_fails_without_also_install_and_restores(venv_dir):
     """Without its fix (the plan's also_install) the set installs, matches the plan by version, and the first-use
     check catches the missing setuptools (a uv venv has none); the snapshot comes back exactly."""
-    py = _uv_venv(tmp_path / "venv")
+    py = _uv_venv(venv_dir)
     subprocess.run(["uv", "pip", "install", "-q", "--python", str(py), "six==1.16.0"], check=True)
     before = _freeze(py)
     plan = planner.make_plan(detect(str(V100)), f"vllm=={RELEASE}", python=f"{sys.version_info[0]}.{sys.version_info[1]}")
@@ -148,9 +162,9 @@ def test_first_use_check_fails_without_also_install_and_restores(tmp_path):
     assert _freeze(py) == before
 
 
-def test_pip_cutoff_without_the_pip_upgrade_fails_and_changes_nothing(tmp_path):
+def test_pip_cutoff_without_the_pip_upgrade_fails_and_changes_nothing(venv_dir):
     """Without its fix (upgrading the stock pip first) pip rejects --uploaded-prior-to; nothing is changed."""
-    py = _stock_venv(tmp_path / "venv")
+    py = _stock_venv(venv_dir)
     target = executor.probe(str(py))
     before = _freeze(py)
     plan = planner.make_plan(detect(str(V100)), f"vllm=={RELEASE}", python=target.version)
@@ -159,8 +173,8 @@ def test_pip_cutoff_without_the_pip_upgrade_fails_and_changes_nothing(tmp_path):
     assert "no such option: --uploaded-prior-to" in str(exc.value) and _freeze(py) == before
 
 
-def test_impossible_pin_fails_before_changing_anything(tmp_path):
-    py = _uv_venv(tmp_path / "venv")
+def test_impossible_pin_fails_before_changing_anything(tmp_path, venv_dir):
+    py = _uv_venv(venv_dir)
     subprocess.run(["uv", "pip", "install", "-q", "--python", str(py), "six==1.16.0"], check=True)
     before = _freeze(py)
     (tmp_path / "c.txt").write_text("torch==0.0.1\n")                     # no such torch: resolution must fail
@@ -171,9 +185,9 @@ def test_impossible_pin_fails_before_changing_anything(tmp_path):
     assert _freeze(py) == before
 
 
-def test_failure_after_installing_restores_the_snapshot(tmp_path):
+def test_failure_after_installing_restores_the_snapshot(tmp_path, venv_dir):
     """uv installs the whole set, then reports failure: compat must put the venv back exactly."""
-    py = _uv_venv(tmp_path / "venv")
+    py = _uv_venv(venv_dir)
     subprocess.run(["uv", "pip", "install", "-q", "--python", str(py), "six==1.16.0", "packaging==23.2"], check=True)
     before = _freeze(py)
     real_uv = shutil.which("uv")
@@ -188,5 +202,6 @@ def test_failure_after_installing_restores_the_snapshot(tmp_path):
     out = _compat("install", f"vllm=={RELEASE}", "--yes", "--hardware", str(V100), "--python", str(py),
                   "--installer", "uv", env={"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"})
     assert out.returncode == 1, out.stderr[-3000:]
-    assert "failing on purpose" in out.stderr and "restored to the snapshot" in out.stderr
+    assert "failing on purpose" in out.stderr and "restored to the snapshot" in out.stderr, \
+        _disk(tmp_path) + out.stderr[-3000:]
     assert _freeze(py) == before

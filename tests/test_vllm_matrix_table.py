@@ -70,8 +70,10 @@ def test_tox_env_list_is_the_table_matrix(matrix):
     cfg = configparser.ConfigParser(interpolation=None)
     cfg.read(ROOT / "tox.ini")
     names = [n for line in cfg["tox"]["env_list"].split() for n in _expand(line.strip())]
-    # then the verl envs (compat/data/verl.toml), then the envs that are not one per release: installer, Ray cluster
-    assert names == ["py", *matrix.matrix_envs(), *matrix.verl_envs(), "install-e2e", "ray"]
+    # install-e2e right after py: `tox -p 2` starts envs in this order, and the installer env needs the most free disk
+    # (a pip install has no shared cache: ~10 GB per venv), which a cold CI box has most of before the matrix fills
+    # the uv cache; then the vLLM envs, the verl envs (compat/data/verl.toml), the Ray cluster
+    assert names == ["py", "install-e2e", *matrix.matrix_envs(), *matrix.verl_envs(), "ray"]
 
 
 def test_override_file_and_command(matrix, tmp_path):
