@@ -2,6 +2,7 @@
 statuses, one-line bad input, and no torch/vLLM import. Runs in-process against fixture machines."""
 
 import json
+import sys
 
 import pytest
 
@@ -13,6 +14,22 @@ from helpers import FIXTURES, ROOT, run_python, with_packages
 MODELS = ROOT / "tests" / "fixtures" / "models"
 HARVEST = ROOT / "compat" / "data" / "harvested"     # tools/harvest.py's files, one per release
 NEWEST = facts.releases(HARVEST)[-1]     # a release with facts, so quantization is checked
+GIB = 1 << 30
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+# parameter counts the hub shows for these checkpoints (tests/fixtures/models/README.md)
+LLAMA_3_1_8B_PARAMS = 8_030_261_248
+LLAMA_3_1_70B_PARAMS = 70_553_706_496
+UTILIZATION = tomllib.loads((ROOT / "compat" / "data" / "preflight.toml").read_text())["memory"]["gpu_memory_utilization"]
+
+
+def _gpu_mib(machine):
+    """The fixture machine's GPU memory, read from its TOML (the number the text must show)."""
+    return tomllib.loads((FIXTURES / f"{machine}.toml").read_text())["gpus"][0]["memory_mib"]
 
 
 def _run(capsys, *argv):
@@ -26,7 +43,7 @@ def test_plan_model_json_has_the_model_section(capsys):
                         "--model", str(MODELS / "llama-3.1-70b"))
     d = json.loads(out)
     m = d["model"]
-    assert m["architecture"] == "LlamaForCausalLM" and m["parameters"] == 70_553_706_496
+    assert m["architecture"] == "LlamaForCausalLM" and m["parameters"] == LLAMA_3_1_70B_PARAMS
     assert m["vllm"] == d["vllm"] and m["vllm_source"] == "planned"
     assert m["engine_kwargs"]["tensor_parallel_size"] == m["memory"]["tensor_parallel_size"]
     assert m["engine_kwargs"]["dtype"] == "bfloat16"
@@ -39,8 +56,9 @@ def test_plan_model_text_shows_the_numbers(capsys):
     code, out, _ = _run(capsys, "plan", "--hardware", str(FIXTURES / "rtx3090.toml"),
                         "--model", str(MODELS / "llama-3.1-8b" / "config.json"))
     assert "Model " in out and "engine arguments: dtype=" in out
-    assert "tp=1: usable 21.60 GiB" in out            # 24576 MiB x 0.9
-    assert "weights 14.96 GiB" in out                 # 8,030,261,248 x 2 bytes
+    usable = _gpu_mib("rtx3090") * (1 << 20) * UTILIZATION / GIB      # memory x gpu_memory_utilization
+    assert f"tp=1: usable {usable:.2f} GiB" in out
+    assert f"weights {LLAMA_3_1_8B_PARAMS * 2 / GIB:.2f} GiB" in out  # bfloat16: 2 bytes per parameter
 
 
 def test_doctor_model_nothing_fits_is_an_error_with_numbers(capsys, tmp_path):
@@ -48,7 +66,8 @@ def test_doctor_model_nothing_fits_is_an_error_with_numbers(capsys, tmp_path):
     code, out, _ = _run(capsys, "doctor", "--hardware", str(hw), "--model", str(MODELS / "llama-3.1-70b"))
     assert code == 1
     assert "Model " in out and out.index("Model ") < out.index("Findings")
-    assert "does not fit 1 x 15360 MiB" in out and "131.42 GiB" in out
+    weights = LLAMA_3_1_70B_PARAMS * 2 / GIB                          # float16 on T4: 2 bytes per parameter
+    assert f"does not fit 1 x {_gpu_mib('t4-driver470')} MiB" in out and f"{weights:.2f} GiB" in out
 
 
 def test_doctor_model_json(capsys, tmp_path):
