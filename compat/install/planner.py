@@ -22,7 +22,7 @@ import platform
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from packaging.specifiers import SpecifierSet
 
@@ -230,11 +230,11 @@ def _installer_table() -> Dict[str, Any]:
 
 
 def _pip_cutoff_version() -> str:
-    return _installer_table()["pip"]["uploaded_prior_to"]
+    return str(_installer_table()["pip"]["uploaded_prior_to"])
 
 
 def torch_index_url(variant: str) -> str:
-    return _installer_table()["torch_index"]["url"].format(variant=variant)
+    return str(_installer_table()["torch_index"]["url"]).format(variant=variant)
 
 
 def variant_cuda(variant: str) -> str:
@@ -517,7 +517,7 @@ def kernel_requirements(vllm: str, backend: Optional[str]) -> Tuple[Tuple[str, .
 
 
 def make_plan(env: Environment, request: Optional[str] = None, python: Optional[str] = None,
-              environ: Optional[Dict[str, str]] = None) -> Plan:
+              environ: Optional[Mapping[str, str]] = None) -> Plan:
     """The plan for `env`'s hardware; raises PlanRefused (a CompatError) when nothing fits."""
     from ..choose import choose_backend
     from ..profiles import select_profile  # local: keeps `import compat.install.planner` light
