@@ -8,12 +8,15 @@ own (planner.variant_refusal, planner.flash_attn_refusal). The fix is one comman
 
 from __future__ import annotations
 
-from typing import List, Mapping, Optional
+from typing import TYPE_CHECKING, List, Mapping, Optional
 
 from .. import versions
 from ..detect.model import Environment
 from ..errors import CompatError
 from ..findings import Finding
+
+if TYPE_CHECKING:
+    from .planner import Plan
 
 
 def _command(env: Environment, request: Optional[str]) -> str:
@@ -58,14 +61,14 @@ def plan_mismatch(env: Environment, r: object, environ: Mapping[str, str]) -> Li
                     _command(env, f"vllm=={versions.release(vv)}"))]
 
 
-def _variant_ok(env: Environment, plan, variant: str) -> bool:
+def _variant_ok(env: Environment, plan: Plan, variant: str) -> bool:
     """Another variant of the pin is fine when it passes the planner's rules (arch, driver, vLLM's CUDA major)."""
     from .planner import variant_refusal
 
     return variant_refusal(plan.torch, variant, env.hardware)[0] is None
 
 
-def _flash_attn_ok(fa: str, plan, env: Environment) -> bool:
+def _flash_attn_ok(fa: str, plan: Plan, env: Environment) -> bool:
     """The planner's flash-attn rules: an sm80+ GPU, and a listed release built for the plan's torch and CUDA."""
     from .planner import flash_attn_refusal
 
