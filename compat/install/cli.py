@@ -149,7 +149,10 @@ def install(argv: Optional[List[str]] = None) -> int:
     except PlanRefused as exc:  # not bad usage: the machine cannot run any set; nothing was changed
         print(f"compat install: error: {exc}", file=sys.stderr)
         return 1
-    say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+
+    def say(s: str) -> None:
+        print(s, file=sys.stderr, flush=True)
+
     say(f"compat install: vLLM {p.vllm} + torch {p.torch} ({p.torch_variant}) + flash-attn {p.flash_attn or 'none'} "
         f"into {target.prefix} with {installer}")
     for what, why in p.explanations:
