@@ -16,7 +16,10 @@ Needs the vllm_fp8 patch set applied for every load after the first (vLLM's post
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, Mapping, Optional, Set, Tuple, Union
+
+if TYPE_CHECKING:
+    from .rollout import LayerState
 
 Items = Union[Mapping[str, Any], Iterable[Tuple[str, Any]]]
 
@@ -77,9 +80,9 @@ class _ModelIndex:
 
     @staticmethod
     def _block_of(mod: Any) -> Optional[Tuple[int, int]]:
-        state = getattr(mod, "_compat_fp8", None)
+        state: Optional[LayerState] = getattr(mod, "_compat_fp8", None)  # rollout.STATE_ATTR
         if state is not None:
-            return tuple(state.block)  # type: ignore[return-value]
+            return state.block
         block = getattr(mod, "weight_block_size", None)
         if block is None:
             qm = getattr(mod, "quant_method", None)
@@ -119,7 +122,8 @@ def quantized_weights(model: Any, weights: Items, *, block_size: Optional[Tuple[
     from .quantize import default_should_quantize, quantize_state_dict
 
     index = _ModelIndex(model)
-    block = tuple(block_size) if block_size is not None else (index.block or (128, 128))
+    # quantize_state_dict validates the pair (ValueError naming it)
+    block: Union[int, Tuple[int, int]] = block_size if block_size is not None else (index.block or (128, 128))
     suffix: Dict[str, str] = {}
 
     def should_quantize(name: str, tensor: Any) -> bool:
