@@ -13,11 +13,19 @@ import os
 import socket
 import sys
 from collections import Counter
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from ..errors import CompatError
 from ..findings import Finding
 from ..switches import RAY_TIMEOUT_S, Switches
+
+if TYPE_CHECKING:
+    import argparse
+
+    from ..report.model import Report
+
+K = TypeVar("K")
 
 HOOK = "compat.integrations.ray.worker_setup"
 EXPORTED_VAR = "COMPAT_RAY_EXPORTED"     # names compat (not the user) put into the runtime env
@@ -26,14 +34,15 @@ TIMEOUT_S = RAY_TIMEOUT_S  # default; COMPAT_RAY_TIMEOUT (compat/switches.py) is
 MUST_MATCH = ("python", "compat", "torch", "vllm", "ray", "verl")
 
 
-def _import_ray():
+def _import_ray() -> ModuleType:
     try:
         import ray  # noqa: PLC0415 - optional dependency, imported on use
     except ImportError:
         ray = None
     if not hasattr(ray, "init"):  # absent, or only a directory called ray/ on sys.path (a namespace package)
         raise CompatError("Ray is not installed: pip install compat[ray]")
-    return ray
+    module: ModuleType = ray  # Ray ships no type information (mypy sees Any): name what it is
+    return module
 
 
 def ray_runtime_env(profile: Optional[str] = None, hardware: Optional[str] = None,
@@ -73,10 +82,10 @@ def worker_setup() -> Any:
     """Ray's worker_process_setup_hook: set compat up in this worker, for this node. Never raises."""
     from . import safe_setup
 
-    def _setup():
+    def _setup() -> Report:
         # variables compat put in the runtime env came from the driver's node: drop them (when still untouched) so
         # setup() chooses this node's values; anything the user set stays theirs.
-        driver_values = {}
+        driver_values: Dict[str, str] = {}
         for name in filter(None, os.environ.get(EXPORTED_VAR, "").split(",")):
             if name in os.environ:
                 driver_values[name] = os.environ.pop(name)
@@ -134,8 +143,12 @@ def _versions(node: Mapping[str, Any]) -> Dict[str, Optional[str]]:
     return pk
 
 
-def _spread(nodes: Sequence[Mapping[str, Any]], key) -> Dict[Any, List[str]]:
-    groups: Dict[Any, List[str]] = {}
+def _version_of(name: str) -> Callable[[Mapping[str, Any]], Optional[str]]:
+    return lambda n: _versions(n).get(name)
+
+
+def _spread(nodes: Sequence[Mapping[str, Any]], key: Callable[[Mapping[str, Any]], K]) -> Dict[K, List[str]]:
+    groups: Dict[K, List[str]] = {}
     for n in nodes:
         groups.setdefault(key(n), []).append(_label(n))
     return groups
@@ -168,7 +181,7 @@ def heterogeneity(nodes: Sequence[Mapping[str, Any]]) -> List[Finding]:
                            "oldest GPU's profile on every node"))
     all_names = sorted({k for n in nodes for k in _versions(n)})
     for name in all_names:
-        groups = _spread(nodes, lambda n, name=name: _versions(n).get(name))
+        groups = _spread(nodes, _version_of(name))
         if len(groups) > 1:
             sev = "error" if name in MUST_MATCH else "warning"
             out.append(Finding(f"ray-heterogeneous-{name}", sev, f"{name} differs between nodes: "
@@ -200,7 +213,8 @@ def cluster_findings(nodes: Sequence[Mapping[str, Any]], missing: Sequence[str] 
     return out + heterogeneity(nodes)
 
 
-def gather(hardware: Optional[str] = None, profile: Optional[str] = None, timeout_s: Optional[float] = None):
+def gather(hardware: Optional[str] = None, profile: Optional[str] = None,
+           timeout_s: Optional[float] = None) -> Tuple[List[Dict[str, Any]], List[str]]:
     """(node dicts, labels of nodes that did not answer): one task per alive node, pinned there."""
     if timeout_s is None:
         timeout_s = Switches.parse().ray_timeout
@@ -209,12 +223,13 @@ def gather(hardware: Optional[str] = None, profile: Optional[str] = None, timeou
 
     task = ray.remote(num_cpus=0, max_retries=0)(node_report)
     alive = [n for n in ray.nodes() if n.get("Alive")]
-    refs = {}
+    refs: Dict[Any, Dict[str, Any]] = {}  # ray.ObjectRef (untyped) -> ray.nodes() entry
     for n in alive:
         strategy = NodeAffinitySchedulingStrategy(node_id=n["NodeID"], soft=False)
         refs[task.options(scheduling_strategy=strategy).remote(hardware, profile)] = n
     ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
-    nodes, missing = [], []
+    nodes: List[Dict[str, Any]] = []
+    missing: List[str] = []
     for ref in ready:
         info = refs[ref]
         try:
@@ -257,7 +272,7 @@ def render_text(nodes: Sequence[Mapping[str, Any]], findings: Sequence[Finding])
     return "\n".join(lines)
 
 
-def doctor_ray(args) -> int:
+def doctor_ray(args: argparse.Namespace) -> int:
     """`python -m compat doctor --ray`: exit 0 (no error finding), 1 (errors), 2 (no Ray / no cluster)."""
     ray = _import_ray()
     started = False
