@@ -16,9 +16,19 @@ import sys
 import tempfile
 import time
 import traceback
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, TypedDict
+
+if TYPE_CHECKING:
+    import torch  # untyped where mypy runs (quick env): these annotations read as Any there
 
 
-def _timed_matmul(torch, dev, dtype, n=4096, iters=20):
+class CheckResult(TypedDict):
+    ok: bool
+    detail: str
+
+
+def _timed_matmul(torch: ModuleType, dev: torch.device, dtype: torch.dtype, n: int = 4096, iters: int = 20) -> float:
     a = torch.randn(n, n, device=dev, dtype=dtype)
     b = torch.randn(n, n, device=dev, dtype=dtype)
     for _ in range(3):
@@ -32,7 +42,7 @@ def _timed_matmul(torch, dev, dtype, n=4096, iters=20):
     return 2 * n ** 3 / dt / 1e12
 
 
-def _check(results, name, fn):
+def _check(results: Dict[str, CheckResult], name: str, fn: Callable[[], str]) -> None:
     try:
         detail = fn()
         results[name] = {"ok": True, "detail": detail}
@@ -40,10 +50,10 @@ def _check(results, name, fn):
         results[name] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}".strip()[:500]}
 
 
-def probe(spec):
+def probe(spec: Mapping[str, Any]) -> Dict[str, Any]:
     import torch
 
-    out = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "gpus": []}
+    out: Dict[str, Any] = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "gpus": []}
     if not torch.cuda.is_available():
         out["error"] = "torch.cuda.is_available() is False"
         return out
@@ -53,11 +63,11 @@ def probe(spec):
     for i in range(torch.cuda.device_count()):
         dev = torch.device("cuda", i)
         major, minor = torch.cuda.get_device_capability(i)
-        r = {}
-        entry = {"index": i, "name": torch.cuda.get_device_name(i), "sm": f"{major}.{minor}", "checks": r}
+        r: Dict[str, CheckResult] = {}
+        entry: Dict[str, Any] = {"index": i, "name": torch.cuda.get_device_name(i), "sm": f"{major}.{minor}", "checks": r}
 
-        def arch():
-            hit = []
+        def arch() -> str:
+            hit: List[str] = []
             for a in arch_list:  # "sm_80", "sm_90a", "sm_100f"; sm_XY code runs on major X, minor >= Y
                 digits = a[3:].rstrip("af")
                 if a.startswith("sm_") and digits.isdigit() and int(digits[:-1]) == major and int(digits[-1]) <= minor:
@@ -69,11 +79,11 @@ def probe(spec):
         _check(r, "arch", arch)
         _check(r, "matmul", lambda: f"{spec['dtype']} 4096^3 matmul {_timed_matmul(torch, dev, dtype):.1f} TFLOP/s")
 
-        def sdpa():
+        def sdpa() -> str:
             from torch.nn.attention import SDPBackend, sdpa_kernel
 
             q = torch.randn(2, 8, 256, 64, device=dev, dtype=dtype)
-            works = []
+            works: List[str] = []
             for name in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
                 try:
                     with sdpa_kernel(getattr(SDPBackend, name)):
@@ -87,7 +97,7 @@ def probe(spec):
 
         _check(r, "sdpa", sdpa)
         if spec.get("hf_attn") == "flash_attention_2":
-            def fa2():
+            def fa2() -> str:
                 import flash_attn
                 from flash_attn import flash_attn_func
 
@@ -97,7 +107,7 @@ def probe(spec):
 
             _check(r, "flash_attn", fa2)
         if spec.get("fp8"):
-            def fp8():
+            def fp8() -> str:
                 n = 4096
                 a = torch.randn(n, n, device=dev).to(torch.float8_e4m3fn)
                 b = torch.randn(n, n, device=dev).to(torch.float8_e4m3fn).t()
@@ -114,7 +124,7 @@ def probe(spec):
             _check(r, "fp8", fp8)
         out["gpus"].append(entry)
 
-    def nccl():
+    def nccl() -> str:
         import torch.distributed as dist
 
         with tempfile.TemporaryDirectory() as d:
@@ -127,7 +137,7 @@ def probe(spec):
             finally:
                 dist.destroy_process_group()
 
-    nccl_r = {}
+    nccl_r: Dict[str, CheckResult] = {}
     _check(nccl_r, "nccl", nccl)
     out["nccl"] = nccl_r["nccl"]
     return out
@@ -141,7 +151,7 @@ def _progress(stage: str) -> None:
     print(json.dumps({"stage": stage}), flush=True)
 
 
-def p2p_probe(spec):
+def p2p_probe(spec: Mapping[str, Any]) -> Dict[str, Any]:
     """Copy a patterned buffer from every GPU to every other one and compare it on the host.
 
     `torch.Tensor.to(other_device)` takes the peer-to-peer path where the driver enables peer access
@@ -151,7 +161,7 @@ def p2p_probe(spec):
 
     n = torch.cuda.device_count()
     numel = int(spec.get("numel", 16 * 1024 * 1024))  # 64 MiB of int32 per copy
-    pairs = []
+    pairs: List[Dict[str, Any]] = []
     for i in range(n):
         src = torch.arange(numel, dtype=torch.int32, device=f"cuda:{i}").mul_(2654435761 % 2**31).add_(i)
         want = src.cpu()
@@ -175,7 +185,7 @@ def p2p_probe(spec):
     return {"gpus": n, "pairs": pairs}
 
 
-def nccl_rank(rank: int, world: int, store: str):
+def nccl_rank(rank: int, world: int, store: str) -> Dict[str, Any]:
     """One rank of the all_reduce check: sums whose exact result is known, on two sizes (two NCCL algorithms)."""
     import torch
     import torch.distributed as dist
@@ -184,7 +194,7 @@ def nccl_rank(rank: int, world: int, store: str):
     _progress(f"nccl init rank {rank}/{world}")
     dist.init_process_group("nccl", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        checks = []
+        checks: List[Dict[str, int]] = []
         for numel in (1024 + 3, 32 * 1024 * 1024):  # small (latency path) and 128 MiB (bandwidth path)
             _progress(f"nccl all_reduce {numel} rank {rank}")
             t = torch.arange(numel, dtype=torch.float32, device="cuda").remainder_(1024).add_(rank + 1)
@@ -202,6 +212,7 @@ def nccl_rank(rank: int, world: int, store: str):
 
 def main() -> None:
     args = sys.argv[1:]
+    result: Dict[str, Any]
     try:
         if args[:1] == ["--p2p"]:
             result = p2p_probe(json.loads(args[1]) if len(args) > 1 else {})
