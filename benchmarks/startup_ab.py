@@ -1,9 +1,11 @@
 """A/B startup cost of two source trees of compat on a loaded box (issue 14): `import compat; compat.setup()`
 over bare `python -c pass`, runs alternating between the trees so background load hits both alike.
 
-    python benchmarks/startup_ab.py BEFORE_DIR AFTER_DIR [--runs N] [--label devbox-2core]
+    python benchmarks/startup_ab.py BEFORE AFTER [--runs N] [--label devbox-2core]
 
-Each tree is a `git archive` of a commit, byte-compiled first (compileall), imported through PYTHONPATH. Reports
+BEFORE and AFTER are source trees or git revisions of this repository (e.g. `a57dd59^ main`); a revision is
+`git archive`d into a temporary directory and recorded in the result as its full commit id. Each tree is
+byte-compiled first (compileall) and imported through PYTHONPATH. Reports
 wall time and CPU time (children's rusage) of the whole process, and CPU time of `import compat; compat.setup()`
 measured inside the process (time.process_time), which the box's load disturbs least.
 """
@@ -16,9 +18,11 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +44,25 @@ def run(py: str, argv: list, path: str) -> tuple:
     return wall, cpu, out
 
 
+def tree_of(arg: str, tmp: Path) -> tuple:
+    """(source tree, commit id or None): a directory as given, else a git revision of this repository archived."""
+    if Path(arg).is_dir():
+        return arg, None
+    repo = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", arg + "^{commit}"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    dest = tmp / commit[:12]
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", commit], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return str(dest), commit
+
+
+def _uptime() -> str:
+    """The box's load averages (1, 5, 15 min) as `uptime` prints them, to judge how quiet the run was."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def stats(values: list) -> dict:
     return {"median_ms": round(statistics.median(values), 2), "min_ms": round(min(values), 2), "runs": len(values)}
 
@@ -53,9 +76,12 @@ def main() -> None:
     ap.add_argument("--label", default=platform.node())
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="startup-ab-"))
+    (args.before, before_commit), (args.after, after_commit) = tree_of(args.before, tmp), tree_of(args.after, tmp)
     for tree in (args.before, args.after):
         compileall.compile_dir(str(Path(tree) / "compat"), quiet=1)
     res: dict = {k: {"wall": [], "cpu": [], "inside_cpu": []} for k in ("pass", "before", "after")}
+    uptime_start = _uptime()
     load = [os.getloadavg()[0]]
     for _ in range(args.runs):
         w, c, _ = run(args.python, ["-c", "pass"], "")
@@ -69,7 +95,8 @@ def main() -> None:
         load.append(os.getloadavg()[0])
     doc = {"benchmark": "startup-ab", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "machine": args.label, "cpus": os.cpu_count(), "load_avg_1min": [round(min(load), 1), round(max(load), 1)],
-           "before": args.before, "after": args.after,
+           "uptime_start": uptime_start, "uptime_end": _uptime(),
+           "before": args.before, "after": args.after, "before_commit": before_commit, "after_commit": after_commit,
            "results": {k: {m: stats(v) for m, v in d.items() if v} for k, d in res.items()}}
     r = doc["results"]
     doc["summary"] = {
@@ -83,6 +110,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"startup-ab-{datetime.now(timezone.utc):%Y-%m-%d}-{args.label}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(doc["summary"], indent=2))
     print(f"wrote {path}")
 
