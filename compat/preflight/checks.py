@@ -115,7 +115,8 @@ def check_architecture(m: ModelConfig, t: Target, f: Optional[ReleaseFacts],
         out.append(Finding("preflight-arch", "info", f"vLLM {t.vllm} implements {known[0]}"))
         return out
     first = factsmod.first_release(lambda r: r.architectures is not None
-                                   and any(a in r.architectures for a in m.architectures), hdir)
+                                   and any(a in r.architectures for a in m.architectures), hdir,
+                                   mentions=m.architectures)
     if first is not None:
         fix = f"use vLLM {first} or newer (python -m compat plan 'vllm>={first}')"
     else:
@@ -158,7 +159,7 @@ def check_quantization(m: ModelConfig, t: Target, mach: Machine, f: Optional[Rel
     kernels = _kernels(q.method)
     known = [k for k in kernels if k in f.quantization]
     if not known:
-        first = factsmod.first_release(lambda r: any(k in r.quantization for k in kernels), hdir)
+        first = factsmod.first_release(lambda r: any(k in r.quantization for k in kernels), hdir, mentions=kernels)
         return QuantResult(None, (), (Finding(
             "preflight-quant-unknown", "error", f"vLLM {t.vllm} has no quantization method {q.method!r}",
             f"use vLLM {first} or newer" if first else f"use a checkpoint in a format vLLM {t.vllm} loads "
@@ -195,7 +196,7 @@ def _quant_fix(m: ModelConfig, t: Target, mach: Machine, f: ReleaseFacts, kernel
     sm = mach.sm or 0
     fixes: List[str] = []
     rel = factsmod.first_release(lambda r: bool(_runs(r, kernels, sm)) and not (
-        t.refuse_vllm and versions.in_spec(r.vllm or "0", t.refuse_vllm)), hdir)
+        t.refuse_vllm and versions.in_spec(r.vllm or "0", t.refuse_vllm)), hdir, mentions=kernels)
     if rel is not None:
         fixes.append(f"vLLM {rel} runs it on sm{sm}")
     q = m.quantization
