@@ -67,6 +67,15 @@ def python_for(rel: Dict[str, Any]) -> str:
     raise RuntimeError(f"no python3.X on PATH satisfies {rel['python']}")
 
 
+def du_gb(path: Path) -> float:
+    """Disk used under path (hard links counted once), GB; 0 when du fails."""
+    proc = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True)
+    try:
+        return int(proc.stdout.split()[0]) / 2**20
+    except (IndexError, ValueError):
+        return 0.0
+
+
 def drop_wheel(cache: Path, version: str) -> int:
     """Remove vllm==version's unpacked wheel and its index entries from a uv cache; returns bytes freed.
 
@@ -127,7 +136,8 @@ def _signal_end(jobs: queue.Queue[Optional[Dict[str, Any]]]) -> None:
 
 
 class Walk:
-    def __init__(self, rels: List[Dict[str, Any]], private_cache: Path, min_free: float, uv: str) -> None:
+    def __init__(self, rels: List[Dict[str, Any]], private_cache: Path, min_free: float, uv: str,
+                 wait_min: float = 0.0) -> None:
         self.rels = rels
         self.private = private_cache
         self.min_free = min_free
@@ -136,10 +146,35 @@ class Walk:
         self.matrix_versions = set(M.matrix_envs(table).values())
         self.matrix_torch = {M.release(v, table)["torch"] for v in self.matrix_versions}
         self.private_torch: Optional[str] = None
+        self.wait_min = wait_min
+        self.pending = 0  # jobs installed but not yet cleaned up (their envs still on disk)
+        self.idle = threading.Condition()
         self.stop = threading.Event()
         self.stats: List[Dict[str, Any]] = []
         self.lock = threading.Lock()
         self.rc = 0
+
+    def switches_private(self, rel: Dict[str, Any]) -> bool:
+        """Whether installing rel wipes the private cache (a new torch group)."""
+        return rel["torch"] not in self.matrix_torch and self.private_torch not in (None, rel["torch"])
+
+    def drain(self) -> None:
+        """Wait until every installed env is harvested and deleted: at a torch-group switch the old group's env
+        would otherwise hold its torch (hard links outlive the wiped cache) while the new torch downloads."""
+        with self.idle:
+            while self.pending and not self.stop.is_set():
+                self.idle.wait(timeout=5)
+
+    def wait_for_disk(self) -> float:
+        """Free GB once it is at least --min-free-gb, re-checked every minute for up to --wait-min minutes
+        (other sessions free their disk too); returns the last reading."""
+        deadline = time.monotonic() + 60 * self.wait_min
+        free = free_gb(ROOT)
+        while free < self.min_free and time.monotonic() < deadline and not self.stop.is_set():
+            log(f"free disk {free:.1f} GB < {self.min_free} GB: waiting (until {self.wait_min:.0f} min are up)")
+            time.sleep(60)
+            free = free_gb(ROOT)
+        return free
 
     def cache_for(self, rel: Dict[str, Any]) -> Path:
         if rel["torch"] in self.matrix_torch:
@@ -153,8 +188,20 @@ class Walk:
 
     def install(self, rel: Dict[str, Any]) -> Dict[str, Any]:
         version = rel["version"]
-        job: Dict[str, Any] = {"rel": rel, "version": version}
-        free = free_gb(ROOT)
+        job: Dict[str, Any] = {"rel": rel, "version": version, "torch": rel["torch"]}
+        if self.switches_private(rel):
+            self.drain()
+            if self.private.exists():  # wipe before reading free disk: the new group starts from a clean cache
+                self.cache_for(rel)
+        if free_gb(ROOT) < self.min_free:
+            self.drain()  # the previous release's env goes first (the install below then runs alone)
+        if free_gb(ROOT) < self.min_free and rel["torch"] not in self.matrix_torch and self.private.exists():
+            # the floor beats the group cache: re-downloading this torch costs ~2 min, stopping costs the release
+            log(f"free disk {free_gb(ROOT):.1f} GB < {self.min_free} GB: wiping the private cache "
+                f"({du_gb(self.private):.1f} GB, torch {self.private_torch}) before {version}")
+            shutil.rmtree(self.private, ignore_errors=True)
+            job["cache_rewiped"] = True
+        free = self.wait_for_disk()
         job["free_before_gb"] = round(free, 1)
         if free < self.min_free:
             job["fatal"] = f"free disk {free:.1f} GB < {self.min_free} GB; stopping before {version}"
@@ -177,6 +224,8 @@ class Walk:
             job["error"] = f"env/install: {H._clean(str(exc))} {tail(getattr(exc, 'stderr', '') or '')}"
             return job
         job["install_s"] = round(time.monotonic() - t0, 1)
+        job["free_installed_gb"] = round(free_gb(ROOT), 1)
+        job["cache_gb"] = round(du_gb(cache), 1)
         if proc.returncode != 0:
             job["error"] = "install failed: " + tail(proc.stderr + "\n" + proc.stdout, 4)
         job["env"] = env
@@ -187,6 +236,8 @@ class Walk:
             if self.stop.is_set():
                 break
             job = self.install(rel)
+            with self.idle:
+                self.pending += 1
             jobs.put(job)
             if "fatal" in job:
                 break
@@ -247,6 +298,9 @@ class Walk:
                 f"dropped wheel {job.get('dropped_wheel_mb', 0)} MB, cache {job.get('cache')}")
             with self.lock:
                 self.stats.append({k: str(v) if isinstance(v, Path) else v for k, v in job.items() if k != "rel"})
+            with self.idle:
+                self.pending -= 1
+                self.idle.notify_all()
 
     def run(self, workers: int = 1) -> int:
         jobs: queue.Queue[Optional[Dict[str, Any]]] = queue.Queue(maxsize=1)
@@ -276,20 +330,21 @@ def _range_starts() -> List[str]:
 
 
 def walk_order(rels: List[Dict[str, Any]], table: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Matrix releases first (every matrix env's test compares against their files), then one release per
-    vllm_attention.toml range (so every stretch of the hand tables gets checked early), then the rest; within
-    the last two groups, releases on a matrix torch first (default cache, no torch download), then by torch so
-    the private cache is wiped once per torch version, oldest first."""
+    """Matrix releases first (every matrix env's test compares against their files), then releases on a matrix
+    torch (default cache, no torch download), then the rest grouped by torch, oldest first, so the private cache
+    downloads each torch once; within a group, the first release of each vllm_attention.toml range comes first
+    (every stretch of the hand tables gets checked early)."""
     matrix_versions = set(M.matrix_envs(table).values())
     matrix_torch = {M.release(v, table)["torch"] for v in matrix_versions}
     starts = set(_range_starts())
 
     def key(r: Dict[str, Any]) -> Any:
         if r["version"] in matrix_versions:
-            return (0, 0, M._vkey("0"), M._vkey(r["version"]))
-        group = 1 if r["version"] in starts else 2
-        private = r["torch"] not in matrix_torch
-        return (group, int(private), M._vkey(r["torch"]) if private else M._vkey("0"), M._vkey(r["version"]))
+            return (0, M._vkey("0"), 0, M._vkey(r["version"]))
+        group = 0 if r["version"] in starts else 1
+        if r["torch"] in matrix_torch:
+            return (1, M._vkey("0"), group, M._vkey(r["version"]))
+        return (2, M._vkey(r["torch"]), group, M._vkey(r["version"]))
 
     return sorted(rels, key=key)
 
@@ -302,7 +357,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--out", type=Path, default=H.OUT_DIR, help="directory for the harvested files (default: %(default)s)")
     ap.add_argument("--workers", type=int, default=1,
                     help="harvests running at once (each is one CPU-bound import; installs run one at a time)")
-    ap.add_argument("--min-free-gb", type=float, default=12.0, help="stop before a release when less is free")
+    ap.add_argument("--min-free-gb", type=float, default=12.0,
+                    help="start no install while less is free (wait --wait-min, then stop)")
+    ap.add_argument("--wait-min", type=float, default=10.0,
+                    help="minutes to wait for free disk before stopping (default: %(default)s)")
     ap.add_argument("--cache", type=Path, default=ROOT / ".tox" / "harvest-uv-cache",
                     help="private uv cache for releases whose torch no matrix env uses (wiped on torch change)")
     args = ap.parse_args(argv)
@@ -323,7 +381,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rels = walk_order(rels, table)
     log(f"walk: {len(rels)} releases, free {free_gb(ROOT):.1f} GB, default cache {default_cache()}, "
         f"private cache {args.cache}")
-    walk = Walk(rels, args.cache, args.min_free_gb, M.uv_bin())
+    walk = Walk(rels, args.cache, args.min_free_gb, M.uv_bin(), args.wait_min)
     t0 = time.monotonic()
     rc = walk.run(args.workers)
     log(f"walk: finished rc={rc} in {time.monotonic() - t0:.0f} s")
