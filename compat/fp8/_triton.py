@@ -12,7 +12,8 @@ NaN is folded to +inf before the max so that any NaN/Inf makes the block's scale
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import triton
@@ -28,10 +29,16 @@ DEFAULT_NUM_WARPS = 8
 # The aligned-window kernel (rows not 16-element aligned): best of the sweep on the H200 (2026-12-01).
 ROWFLAT_CHUNK = 64
 ROWFLAT_NUM_WARPS = 16
+# The band kernel (rows not 16-element aligned, contiguous): rows per walk step, warps, column blocks per program.
+BAND_CHUNK = 8
+BAND_NUM_WARPS = 8
+BAND_BLOCKS = 4
+BAND_STAGES = 3
 
 
-@triton.jit
-def _edge_mask(rows, col_ok, M, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr):
+@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
+def _edge_mask(rows: tl.tensor, col_ok: tl.tensor, M: tl.tensor, EVEN_M: tl.constexpr,
+               EVEN_N: tl.constexpr) -> tl.tensor:
     # A mask that is uniform along the contiguous (column) axis keeps 16-byte vector loads/stores, so
     # blocks ragged only in M (EVEN_N) mask by row alone; only ragged N needs a per-column mask.
     if EVEN_N:
@@ -43,17 +50,17 @@ def _edge_mask(rows, col_ok, M, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr):
     return mask
 
 
-@triton.jit
+@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
 def _block_fp8_kernel(
-    w_ptr,
-    q_ptr,
-    s_ptr,
-    M,
-    N,
-    stride_wm,
-    stride_wn,
-    stride_qm,
-    n_blocks_n,
+    w_ptr: tl.tensor,
+    q_ptr: tl.tensor,
+    s_ptr: tl.tensor,
+    M: tl.tensor,
+    N: tl.tensor,
+    stride_wm: tl.tensor,
+    stride_wn: tl.tensor,
+    stride_qm: tl.tensor,
+    n_blocks_n: tl.tensor,
     FP8_MAX: tl.constexpr,
     FLOOR: tl.constexpr,
     BM: tl.constexpr,
@@ -61,7 +68,7 @@ def _block_fp8_kernel(
     CHUNK: tl.constexpr,
     EVEN_M: tl.constexpr,
     EVEN_N: tl.constexpr,
-):
+) -> None:
     pid = tl.program_id(0)
     # Blocks along N are consecutive programs: neighbouring programs read neighbouring columns of the
     # same rows (DRAM page locality); the scale index is simply pid (row-major scale grid).
@@ -127,15 +134,21 @@ def _block_fp8_kernel(
                 tl.store(q_ptr + q_offs, y, mask=mask)
 
 
-@triton.jit
-def _amax2d(x):
+@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
+def _amax2d(x: tl.tensor) -> tl.tensor:
     a = tl.abs(x)
     a = tl.where(a == a, a, float("inf"))  # NaN -> inf: tl.max does not propagate NaN
     return tl.max(tl.max(a, axis=1), axis=0)
 
 
-@triton.jit
-def _to_q(x, inv, FP8_MAX: tl.constexpr, out_ty: tl.constexpr):
+@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
+def _abs_nan_inf(x: tl.tensor) -> tl.tensor:
+    a = tl.abs(x)
+    return tl.where(a == a, a, float("inf"))  # NaN -> inf: tl.max does not propagate NaN
+
+
+@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
+def _to_q(x: tl.tensor, inv: tl.tensor, FP8_MAX: tl.constexpr, out_ty: tl.constexpr) -> tl.tensor:
     y = x * inv
     if out_ty != tl.float8e4nv:
         # e4m3 output: the cast saturates (cvt.rn.satfinite), which equals clamping first; a float32 `q`
@@ -144,8 +157,9 @@ def _to_q(x, inv, FP8_MAX: tl.constexpr, out_ty: tl.constexpr):
     return y.to(out_ty)
 
 
-@triton.jit
-def _rowflat_rows(rows, M, N, c0, width, G: tl.constexpr):
+@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
+def _rowflat_rows(rows: tl.tensor, M: tl.tensor, N: tl.tensor, c0: tl.tensor, width: tl.tensor,
+                  G: tl.constexpr) -> "Tuple[tl.tensor, tl.tensor, tl.tensor, tl.tensor]":  # noqa: UP037 (*)
     """Per row of a chunk: G-aligned window base (flat index), and the block's first/end window positions."""
     start = rows * N + c0
     base = tl.multiple_of((start // G) * G, G)
@@ -153,21 +167,21 @@ def _rowflat_rows(rows, M, N, c0, width, G: tl.constexpr):
     return base, d, d + width, rows < M
 
 
-@triton.jit
+@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
 def _block_fp8_rowflat_kernel(
-    w_ptr,
-    q_ptr,
-    s_ptr,
-    M,
-    N,
-    n_blocks_n,
+    w_ptr: tl.tensor,
+    q_ptr: tl.tensor,
+    s_ptr: tl.tensor,
+    M: tl.tensor,
+    N: tl.tensor,
+    n_blocks_n: tl.tensor,
     FP8_MAX: tl.constexpr,
     FLOOR: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
     CHUNK: tl.constexpr,
     G: tl.constexpr,
-):
+) -> None:
     """Contiguous weight whose rows are not G-element aligned (N % 16 != 0, e.g. 4097 x 11007).
 
     Rows of such a weight start at arbitrary addresses, so a (rows x BN) tile is read and written one element
@@ -230,6 +244,128 @@ def _block_fp8_rowflat_kernel(
         tl.store(q_ptr + offs_e, _to_q(xe, inv, FP8_MAX, out_ty), mask=mem_e)
 
 
+@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
+def _band_kernel_rows(rows: tl.tensor, M: tl.tensor, N: tl.tensor, c0: tl.tensor, width: tl.tensor,
+                      G: tl.constexpr) -> "Tuple[tl.tensor, tl.tensor, tl.tensor, tl.tensor]":  # noqa: UP037 (*)  # noqa: UP037 (*)
+    """Per row of a step: G-aligned window base (flat index), first/end window positions of the program's
+    columns, and whether the row exists."""
+    start = rows * N + c0
+    base = tl.multiple_of((start // G) * G, G)
+    d = (start - base).to(tl.int32)  # < G
+    return base, d, d + width, rows < M
+
+
+@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
+def _block_fp8_band_kernel(
+    w_ptr: tl.tensor,
+    q_ptr: tl.tensor,
+    s_ptr: tl.tensor,
+    M: tl.tensor,
+    N: tl.tensor,
+    n_blocks_n: tl.tensor,
+    n_progs_n: tl.tensor,
+    FP8_MAX: tl.constexpr,
+    FLOOR: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    K: tl.constexpr,
+    R: tl.constexpr,
+    G: tl.constexpr,
+    STAGES: tl.constexpr,
+) -> None:
+    """Contiguous weight whose rows are not G-element aligned (N % 16 != 0, e.g. 4097 x 11007).
+
+    One program owns a band of BM rows x K column blocks (K*BN columns). Each row of it is one contiguous
+    range of memory, seen through a window (R rows x K x BN) that starts at the G-aligned flat index at or
+    below the range's first element (offset d < G). Window position p = k*BN + j holds column p - d, i.e.
+    block k when j >= d, else block k-1: the per-block amax is a max over (j >= d) and one over (j < d)
+    shifted by one block. The G-groups wholly inside the range are loaded and stored as 16-byte vectors
+    (the mask is constant per group), including the groups that straddle two of the program's blocks; only
+    the first and last group of each row range (shared with the neighbouring program) are accessed
+    element-wise. Two walks over the rows: amax (loads kept in L2 with evict_last), then scale and store.
+    """
+    pid = tl.program_id(0)
+    pid_m = pid // n_progs_n
+    pid_c = pid % n_progs_n
+    row0 = pid_m.to(tl.int64) * BM
+    c0 = pid_c * (K * BN)
+    width = tl.minimum(N - c0, K * BN)
+    kk = tl.arange(0, K)
+    jj = tl.arange(0, BN)
+    jg = tl.arange(0, G)
+    pos = kk[:, None] * BN + jj[None, :]  # (K, BN) window positions
+    g_lo = kk[:, None] * BN + (jj[None, :] // G) * G  # group start of each position (constant per group)
+    out_ty = q_ptr.dtype.element_ty
+
+    # Running maxima per (row of the step, block), reduced over the rows once at the end: the reductions
+    # inside the loop stay within a warp (no shared memory, no barrier per step).
+    hi = tl.zeros((R, K), dtype=tl.float32)  # block k's max over window positions with j >= d
+    lo = tl.zeros((R, K), dtype=tl.float32)  # block (k-1)'s max over window positions with j < d
+    head = tl.zeros((R,), dtype=tl.float32)  # block 0's element-wise first group
+    tail = tl.zeros((R, K), dtype=tl.float32)  # the element-wise last group, per block
+    for r in tl.range(0, BM, R, num_stages=STAGES):  # STAGES > 1: loads of later steps issued early
+        base, d, e, row_ok = _band_kernel_rows(row0 + r + tl.arange(0, R), M, N, c0, width, G)
+        d3 = d[:, None, None]
+        full = (g_lo[None, :, :] >= d3) & (g_lo[None, :, :] + G <= e[:, None, None]) & row_ok[:, None, None]
+        x = tl.load(w_ptr + (base[:, None, None] + pos[None, :, :]), mask=full, other=0.0,
+                    eviction_policy="evict_last").to(tl.float32)
+        a = _abs_nan_inf(x)
+        upper = jj[None, None, :] >= d3
+        hi = tl.maximum(hi, tl.max(tl.where(upper, a, 0.0), axis=2))
+        lo = tl.maximum(lo, tl.max(tl.where(upper, 0.0, a), axis=2))
+        # first group: columns [d, min(e, G)) of block 0, when it is not a whole group of the range
+        has_head = ((d > 0) | (e < G)) & row_ok
+        mem_h = (jg[None, :] >= d[:, None]) & (jg[None, :] < e[:, None]) & has_head[:, None]
+        xh = tl.load(w_ptr + (base[:, None] + jg[None, :]), mask=mem_h, other=0.0).to(tl.float32)
+        head = tl.maximum(head, tl.max(_abs_nan_inf(xh), axis=1))
+        # last group: window positions [ge, e) (may lie past the K*BN window, may hold two blocks)
+        ge = (e // G) * G
+        pe = ge[:, None] + jg[None, :]
+        mem_e = (pe < e[:, None]) & ((ge > 0) & row_ok)[:, None]
+        xe = tl.load(w_ptr + (base[:, None] + pe), mask=mem_e, other=0.0).to(tl.float32)
+        ke = (pe - d[:, None]) // BN  # block of each element (pe > d here)
+        tail = tl.maximum(tail, tl.max(tl.where(ke[:, :, None] == kk[None, None, :],
+                                                _abs_nan_inf(xe)[:, :, None], 0.0), axis=1))
+    hi_k = tl.max(hi, axis=0)
+    lo_k = tl.max(lo, axis=0)
+    edge = tl.maximum(tl.max(tail, axis=0), tl.where(kk == 0, tl.max(head, axis=0), 0.0))
+
+    # block k = max(hi[k], lo[k+1], edge[k]): shift lo down by one block with a K x K select
+    lo_next = tl.max(tl.where(kk[None, :] == kk[:, None] + 1, lo_k[None, :], 0.0), axis=1)
+    amax = tl.maximum(tl.maximum(hi_k, lo_next), edge)
+    amax_eff = tl.where(amax == 0.0, FP8_MAX, tl.maximum(amax, FLOOR))
+    fp8_max = tl.full((K,), FP8_MAX, tl.float32)
+    inv = tl.math.div_rn(fp8_max, amax_eff)
+    scale_inv = tl.math.div_rn(amax_eff, fp8_max)
+    blk = pid_c * K + kk
+    tl.store(s_ptr + (pid_m * n_blocks_n + blk), scale_inv, mask=blk < n_blocks_n)
+    inv_prev = tl.max(tl.where(kk[None, :] == kk[:, None] - 1, inv[None, :], 0.0), axis=1)  # block k-1's
+    inv0 = tl.max(tl.where(kk == 0, inv, 0.0), axis=0)
+
+    for r in tl.range(0, BM, R, num_stages=STAGES):
+        base, d, e, row_ok = _band_kernel_rows(row0 + r + tl.arange(0, R), M, N, c0, width, G)
+        d3 = d[:, None, None]
+        full = (g_lo[None, :, :] >= d3) & (g_lo[None, :, :] + G <= e[:, None, None]) & row_ok[:, None, None]
+        offs = base[:, None, None] + pos[None, :, :]
+        x = tl.load(w_ptr + offs, mask=full, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        upper = jj[None, None, :] >= d3
+        inv3 = tl.where(upper, inv[None, :, None], inv_prev[None, :, None])
+        tl.store(q_ptr + offs, _to_q(x, inv3, FP8_MAX, out_ty), mask=full)
+        has_head = ((d > 0) | (e < G)) & row_ok
+        mem_h = (jg[None, :] >= d[:, None]) & (jg[None, :] < e[:, None]) & has_head[:, None]
+        offs_h = base[:, None] + jg[None, :]
+        xh = tl.load(w_ptr + offs_h, mask=mem_h, other=0.0).to(tl.float32)
+        tl.store(q_ptr + offs_h, _to_q(xh, inv0, FP8_MAX, out_ty), mask=mem_h)
+        ge = (e // G) * G
+        pe = ge[:, None] + jg[None, :]
+        mem_e = (pe < e[:, None]) & ((ge > 0) & row_ok)[:, None]
+        offs_e = base[:, None] + pe
+        xe = tl.load(w_ptr + offs_e, mask=mem_e, other=0.0).to(tl.float32)
+        ke = (pe - d[:, None]) // BN
+        inv_e = tl.max(tl.where(ke[:, :, None] == kk[None, None, :], inv[None, None, :], 0.0), axis=2)
+        tl.store(q_ptr + offs_e, _to_q(xe, inv_e, FP8_MAX, out_ty), mask=mem_e)
+
+
 def quantize_triton(
     weight: torch.Tensor,
     block_size: Tuple[int, int] = (128, 128),
@@ -237,17 +373,20 @@ def quantize_triton(
     chunk: Optional[int] = None,
     num_warps: Optional[int] = None,
     num_stages: Optional[int] = None,
+    band: Optional[int] = None,
     out: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     kernel: str = "auto",
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Launch the fused kernel: no validation and no NaN check (callers do both; see quantize.py).
 
     `weight` may be strided (any layout); `q` comes back contiguous. `out=(q, scale_inv)` reuses
-    preallocated outputs (the benchmark uses it to time the kernel alone). `kernel="tile"` forces the
-    tile kernel where the aligned-window one would serve (the benchmark's before/after on ragged rows).
+    preallocated outputs (the benchmark uses it to time the kernel alone). `chunk`: rows per walk step;
+    `band`: column blocks per program of the band kernel (a power of two). `kernel` forces one kernel where
+    the band kernel would serve: "tile" (element-wise on unaligned rows) or "rowflat" (one block per program),
+    the benchmark's "before".
     """
-    if kernel not in ("auto", "tile"):
-        raise ValueError(f"kernel must be 'auto' or 'tile', got {kernel!r}")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     bm, bn = block_size
     m, n = weight.shape
     mb, nb = triton.cdiv(m, bm), triton.cdiv(n, bn)
@@ -256,30 +395,34 @@ def quantize_triton(
         scale_inv = torch.empty((mb, nb), dtype=torch.float32, device=weight.device)
     else:
         q, scale_inv = out
-    rowflat = kernel == "auto" and uses_rowflat(weight, q, bn)
-    if chunk is None:
-        chunk = ROWFLAT_CHUNK if rowflat else DEFAULT_CHUNK
-    if num_warps is None:
-        num_warps = ROWFLAT_NUM_WARPS if rowflat else DEFAULT_NUM_WARPS
-    chunk = min(chunk, bm)
+    which = kernel
+    if kernel == "auto":
+        which = "band" if uses_rowflat(weight, q, bn) else "tile"
+    elif kernel != "tile" and not uses_rowflat(weight, q, bn):
+        raise ValueError(f"kernel={kernel!r} needs a contiguous weight whose rows are not {ROWFLAT_GROUP}-aligned")
+    default_chunk, default_warps = _DEFAULTS[which]
+    chunk = min(default_chunk if chunk is None else chunk, bm)
     if bm % chunk:
         raise ValueError(f"chunk {chunk} must divide block rows {bm}")
-    kwargs = {"num_warps": num_warps}
-    if num_stages is not None:
-        kwargs["num_stages"] = num_stages
+    band = BAND_BLOCKS if band is None else band
+    if band <= 0 or band & (band - 1):
+        raise ValueError(f"band must be a power of two, got {band}")
+    launch = _Launch(weight, q, scale_inv, m, n, bm, bn, chunk, band,
+                     default_warps if num_warps is None else num_warps, num_stages)
     if weight.is_cuda:
         with torch.cuda.device(weight.device):  # Triton launches on the current device
-            _launch(weight, q, scale_inv, m, n, nb, bm, bn, chunk, kwargs, kernel)
+            _LAUNCHERS[which](launch)
     else:  # TRITON_INTERPRET=1 (tests)
-        _launch(weight, q, scale_inv, m, n, nb, bm, bn, chunk, kwargs, kernel)
+        _LAUNCHERS[which](launch)
     return q, scale_inv
 
 
 ROWFLAT_GROUP = 16  # elements per aligned group: 16 bytes of fp8 q, 32 of bf16 w
+KERNELS = ("auto", "tile", "rowflat", "band")
 
 
 def uses_rowflat(weight: torch.Tensor, q: torch.Tensor, block_n: Optional[int] = None) -> bool:
-    """True when the aligned-window kernel serves this weight: contiguous rows that are not 16-element aligned.
+    """True when the band kernel serves this weight: contiguous rows that are not 16-element aligned.
 
     Aligned rows (N % 16 == 0), strided/transposed weights and N < 16 use the tile kernel, which is
     vectorized for the first and correct (element-wise) for the others.
@@ -287,46 +430,64 @@ def uses_rowflat(weight: torch.Tensor, q: torch.Tensor, block_n: Optional[int] =
     m, n = weight.shape
     g = ROWFLAT_GROUP
     bn = block_n if block_n is not None else g
-    return (n % g != 0 and n >= g and bn % g == 0
-            and weight.stride() == (n, 1) and q.stride() == (n, 1))
+    return bool(n % g != 0 and n >= g and bn % g == 0
+                and weight.stride() == (n, 1) and q.stride() == (n, 1))
 
 
-def _launch(weight, q, scale_inv, m, n, nb, bm, bn, chunk, kwargs, kernel="auto") -> None:
-    mb = triton.cdiv(m, bm)
-    if kernel == "auto" and uses_rowflat(weight, q, bn):
-        g = ROWFLAT_GROUP
-        _block_fp8_rowflat_kernel[(mb * nb,)](
-            weight,
-            q,
-            scale_inv,
-            m,
-            n,
-            nb,
-            FP8_MAX=FP8_E4M3_MAX,
-            FLOOR=AMAX_FLOOR,
-            BM=bm,
-            BN=bn,
-            CHUNK=chunk,
-            G=g,
-            **kwargs,
-        )
-        return
+@dataclass(frozen=True)
+class _Launch:
+    """One call's tensors and launch parameters."""
+
+    weight: torch.Tensor
+    q: torch.Tensor
+    scale_inv: torch.Tensor
+    m: int
+    n: int
+    bm: int
+    bn: int
+    chunk: int
+    band: int
+    num_warps: int
+    num_stages: Optional[int]
+
+    def options(self) -> Dict[str, int]:
+        opts = {"num_warps": self.num_warps}
+        if self.num_stages is not None:
+            opts["num_stages"] = self.num_stages
+        return opts
+
+
+def _launch_tile(c: _Launch) -> None:
+    mb, nb = triton.cdiv(c.m, c.bm), triton.cdiv(c.n, c.bn)
     _block_fp8_kernel[(mb * nb,)](
-        weight,
-        q,
-        scale_inv,
-        m,
-        n,
-        weight.stride(0),
-        weight.stride(1),
-        q.stride(0),
-        nb,
-        FP8_MAX=FP8_E4M3_MAX,
-        FLOOR=AMAX_FLOOR,
-        BM=bm,
-        BN=bn,
-        CHUNK=chunk,
-        EVEN_M=(m % bm == 0),
-        EVEN_N=(n % bn == 0),
-        **kwargs,
+        c.weight, c.q, c.scale_inv, c.m, c.n, c.weight.stride(0), c.weight.stride(1), c.q.stride(0), nb,
+        FP8_MAX=FP8_E4M3_MAX, FLOOR=AMAX_FLOOR, BM=c.bm, BN=c.bn, CHUNK=c.chunk,
+        EVEN_M=(c.m % c.bm == 0), EVEN_N=(c.n % c.bn == 0), **c.options(),
     )
+
+
+def _launch_rowflat(c: _Launch) -> None:
+    mb, nb = triton.cdiv(c.m, c.bm), triton.cdiv(c.n, c.bn)
+    _block_fp8_rowflat_kernel[(mb * nb,)](
+        c.weight, c.q, c.scale_inv, c.m, c.n, nb,
+        FP8_MAX=FP8_E4M3_MAX, FLOOR=AMAX_FLOOR, BM=c.bm, BN=c.bn, CHUNK=c.chunk, G=ROWFLAT_GROUP,
+        **c.options(),
+    )
+
+
+def _launch_band(c: _Launch) -> None:
+    mb, nb = triton.cdiv(c.m, c.bm), triton.cdiv(c.n, c.bn)
+    band = min(c.band, triton.next_power_of_2(nb))  # no program wider than the (padded) row
+    nprog = triton.cdiv(nb, band)
+    _block_fp8_band_kernel[(mb * nprog,)](
+        c.weight, c.q, c.scale_inv, c.m, c.n, nb, nprog,
+        FP8_MAX=FP8_E4M3_MAX, FLOOR=AMAX_FLOOR, BM=c.bm, BN=c.bn, K=band, R=c.chunk, G=ROWFLAT_GROUP,
+        STAGES=BAND_STAGES if c.num_stages is None else c.num_stages, num_warps=c.num_warps,
+    )
+
+
+_LAUNCHERS: Dict[str, Callable[[_Launch], None]] = {"tile": _launch_tile, "rowflat": _launch_rowflat,
+                                                    "band": _launch_band}
+_DEFAULTS: Dict[str, Tuple[int, int]] = {"tile": (DEFAULT_CHUNK, DEFAULT_NUM_WARPS),
+                                         "rowflat": (ROWFLAT_CHUNK, ROWFLAT_NUM_WARPS),
+                                         "band": (BAND_CHUNK, BAND_NUM_WARPS)}

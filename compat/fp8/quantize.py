@@ -27,7 +27,7 @@ _INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 _IMPLS = ("auto", "torch", "triton")
 
 BlockSize = Tuple[int, int]
-Items = Union[Mapping, Iterable[Tuple[str, torch.Tensor]]]
+Items = Union[Mapping[str, torch.Tensor], Iterable[Tuple[str, torch.Tensor]]]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -89,7 +89,7 @@ def triton_available(device: Optional[torch.device] = None) -> bool:
     if dev.type != "cuda":
         return False
     # Triton's float8e4nv conversions need sm89+ (Ada/Hopper); older GPUs use the torch path.
-    return torch.cuda.get_device_capability(dev) >= (8, 9)
+    return bool(torch.cuda.get_device_capability(dev) >= (8, 9))
 
 
 def _pick_impl(weight: torch.Tensor, impl: str, bs: BlockSize) -> str:
@@ -248,7 +248,13 @@ def quantize_state_dict(
     return _stream(iter(source), predicate, bs, scale_suffix, impl)
 
 
-def _stream(source, predicate, bs, scale_suffix, impl):
+def _stream(
+    source: Iterator[Tuple[str, torch.Tensor]],
+    predicate: Callable[[str, torch.Tensor], bool],
+    bs: BlockSize,
+    scale_suffix: str,
+    impl: str,
+) -> Iterator[Tuple[str, torch.Tensor]]:
     # Separate generator so that argument errors above raise at call time, not at first next().
     for name, tensor in source:
         if not predicate(name, tensor):
