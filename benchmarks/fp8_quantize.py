@@ -52,24 +52,6 @@ CHECK_SHAPES = {"odd_300x257": (300, 257), "odd_4097x11009": (4097, 11009), "odd
                 "odd_7x40": (7, 40), "odd_576x7168": (576, 7168)}
 SMOKE_SHAPES = {"smoke_256x384": (256, 384), "smoke_300x257": (300, 257)}
 CONFIGS = [(128, 4), (128, 8), (128, 16), (128, 32), (64, 4), (64, 8), (64, 16), (32, 4), (32, 8)]
-# band kernel (contiguous rows that are not 16-element aligned): (rows per step, num_warps, column blocks per program)
-# and pipeline stages of the row loop (1: none)
-BAND_CONFIGS = [(8, 8, 4, 3), (8, 8, 4, 1), (8, 4, 2, 1), (8, 4, 2, 3), (16, 8, 2, 1), (16, 8, 2, 3), (16, 8, 4, 3),
-                (4, 4, 4, 3), (16, 4, 1, 3), (8, 8, 8, 3)]
-
-
-def configs_for(tri, w, q) -> dict:
-    """{config name: quantize_triton kwargs} for the kernel that serves this weight."""
-    if tri.uses_rowflat(w, q, 128):
-        return {f"chunk{c}_w{nw}_band{b}_s{st}": {"chunk": c, "num_warps": nw, "band": b, "num_stages": st}
-                for c, nw, b, st in BAND_CONFIGS}
-    return {f"chunk{c}_w{nw}": {"chunk": c, "num_warps": nw} for c, nw in CONFIGS}
-
-
-def default_config(tri, w, q) -> str:
-    if tri.uses_rowflat(w, q, 128):
-        return f"chunk{tri.BAND_CHUNK}_w{tri.BAND_NUM_WARPS}_band{tri.BAND_BLOCKS}_s{tri.BAND_STAGES}"
-    return f"chunk{min(tri.DEFAULT_CHUNK, 128)}_w{tri.DEFAULT_NUM_WARPS}"
 GOAL_FRACTION = 0.85  # issue 12.6: every weight of >= GOAL_MIN_NUMEL elements, ragged shapes included
 GOAL_MIN_NUMEL = 4 * 1024 * 1024
 GOAL_SPEEDUP = 10.0
@@ -182,10 +164,7 @@ def run(args, writer: Writer) -> None:
     if res["triton"] is not None:
         from compat.fp8 import _triton as tri
 
-        res["triton_default_config"] = {
-            "tile": {"chunk": tri.DEFAULT_CHUNK, "num_warps": tri.DEFAULT_NUM_WARPS},
-            "band": {"chunk": tri.BAND_CHUNK, "num_warps": tri.BAND_NUM_WARPS, "band": tri.BAND_BLOCKS,
-                     "num_stages": tri.BAND_STAGES}}
+        res["triton_default_config"] = {"chunk": tri.DEFAULT_CHUNK, "num_warps": tri.DEFAULT_NUM_WARPS}
     res["triton_usable"] = qmod.triton_available(dev)
 
     flush_buf = torch.empty((1 if args.smoke else 256) * 1024 * 1024, dtype=torch.uint8, device=dev)
@@ -210,9 +189,9 @@ def run(args, writer: Writer) -> None:
             try:
                 w = make_weight(shape, torch, dtype, seed=1, device=dev)
                 q_ref, s_ref = qmod.quantize_reference_core(w, bs)
-                for key, kw in configs_for(tri, w, w).items():
-                    q_t, s_t = tri.quantize_triton(w, bs, **kw)
-                    checks[f"{name}/{key}"] = compare(q_ref, s_ref, q_t, s_t, torch)
+                for chunk, warps in CONFIGS:
+                    q_t, s_t = tri.quantize_triton(w, bs, chunk=chunk, num_warps=warps)
+                    checks[f"{name}/chunk{chunk}_w{warps}"] = compare(q_ref, s_ref, q_t, s_t, torch)
                 # a transposed (non-contiguous) view goes through the strided path
                 wt = make_weight((shape[1], shape[0]), torch, dtype, seed=2, device=dev).t()
                 q_ref, s_ref = qmod.quantize_reference_core(wt, bs)
@@ -285,13 +264,15 @@ def run(args, writer: Writer) -> None:
                 q_out = torch.empty((m, n), dtype=torch.float8_e4m3fn, device=dev)
                 s_out = torch.empty(((m + 127) // 128, (n + 127) // 128), dtype=torch.float32, device=dev)
                 configs = {}
-                for key, kw in configs_for(tri, w, q_out).items():
+                for chunk, warps in CONFIGS:
+                    key = f"chunk{chunk}_w{warps}"
                     try:
                         q_out.view(torch.uint8).fill_(0x7F)  # poison: NaN code in e4m3fn
                         s_out.fill_(float("nan"))
-                        tri.quantize_triton(w, bs, out=(q_out, s_out), **kw)
+                        tri.quantize_triton(w, bs, chunk=chunk, num_warps=warps, out=(q_out, s_out))
                         check = compare(q_ref, s_ref, q_out, s_out, torch)
-                        t = bench(lambda: tri.quantize_triton(w, bs, out=(q_out, s_out), **kw),
+                        t = bench(lambda: tri.quantize_triton(w, bs, chunk=chunk, num_warps=warps,
+                                                              out=(q_out, s_out)),
                                   torch, warmup=args.warmup, iters=args.iters, flush_buf=flush_buf)
                         t["GBps"] = moved / (t["median_ms"] * 1e-3) / 1e9
                         t["fraction_of_copy_bandwidth"] = t["GBps"] / copy_gbps
@@ -302,31 +283,31 @@ def run(args, writer: Writer) -> None:
                     writer.flush()
                 entry["triton_configs"] = configs
                 if tri.uses_rowflat(w, q_out, 128):
-                    # before/after: the tile kernel (element-wise access on unaligned rows) and the one-block-per-
-                    # program aligned-window kernel (2026-12-01's "after") on the same weight
+                    # before/after: the tile kernel (element-wise access on unaligned rows) on the same weight
                     cfg = {}
-                    for chunk, warps, kern in ((64, 8, "tile"), (128, 8, "tile"), (64, 16, "rowflat")):
+                    for chunk, warps in ((64, 8), (128, 8)):
                         try:
-                            q_out.view(torch.uint8).fill_(0x7F)
-                            s_out.fill_(float("nan"))
                             t = bench(lambda: tri.quantize_triton(w, bs, chunk=chunk, num_warps=warps,
-                                                                  out=(q_out, s_out), kernel=kern),
+                                                                  out=(q_out, s_out), kernel="tile"),
                                       torch, warmup=args.warmup, iters=args.iters, flush_buf=flush_buf)
                             t["GBps"] = moved / (t["median_ms"] * 1e-3) / 1e9
                             t["fraction_of_copy_bandwidth"] = t["GBps"] / copy_gbps
                             t["check_vs_reference"] = compare(q_ref, s_ref, q_out, s_out, torch)
-                            cfg[f"{kern}_chunk{chunk}_w{warps}"] = t
+                            cfg[f"chunk{chunk}_w{warps}"] = t
                         except Exception as exc:
-                            cfg[f"{kern}_chunk{chunk}_w{warps}"] = {"error": repr(exc)[:500]}
-                    entry["before"] = cfg
-                entry["kernel"] = "band" if tri.uses_rowflat(w, q_out, 128) else "tile"
+                            cfg[f"chunk{chunk}_w{warps}"] = {"error": repr(exc)[:500]}
+                    entry["tile_kernel_before"] = cfg
+                entry["kernel"] = "rowflat" if tri.uses_rowflat(w, q_out, 128) else "tile"
                 # (--smoke: Triton's interpreter does not round fp8 like the GPU, so checks fail there)
                 timed = {k: v for k, v in configs.items()
                          if "median_ms" in v and (v["check_vs_reference"]["ok"] or args.smoke)}
                 if timed:
                     best_key = min(timed, key=lambda k: timed[k]["median_ms"])
                     best = timed[best_key]
-                    default_key = default_config(tri, w, q_out)
+                    if entry.get("kernel") == "rowflat":
+                        default_key = f"chunk{tri.ROWFLAT_CHUNK}_w{tri.ROWFLAT_NUM_WARPS}"
+                    else:
+                        default_key = f"chunk{min(tri.DEFAULT_CHUNK, 128)}_w{tri.DEFAULT_NUM_WARPS}"
                     default = timed.get(default_key, best)
                     entry["fused"] = {
                         "best_config": best_key,
@@ -379,20 +360,16 @@ def summarize(res: dict) -> None:
         v["default_fraction_of_copy_bandwidth"] for v in fused.values())
     res["default_config_speedup_vs_eager"] = min(v["default_speedup_vs_eager"] for v in fused.values())
     # the config with the best geometric-mean time over all shapes: candidate for DEFAULT_CHUNK/WARPS
-    # (per kernel: the band kernel's configs differ from the tile kernel's)
-    res["recommended_config"], res["config_geomean_slowdown_vs_best"] = {}, {}
-    for kernel in sorted({v.get("kernel") for v in res["shapes"].values() if "fused" in v}):
-        per_cfg = {}
-        shapes = [v for v in res["shapes"].values() if "fused" in v and v.get("kernel") == kernel]
-        for v in shapes:
-            for key, t in v.get("triton_configs", {}).items():
-                if "median_ms" in t:
-                    per_cfg.setdefault(key, []).append(t["median_ms"] / v["fused"]["median_ms"])
-        complete = {k: v for k, v in per_cfg.items() if len(v) == len(shapes)}
-        if complete:
-            geo = {k: statistics.geometric_mean(v) for k, v in complete.items()}
-            res["recommended_config"][kernel] = min(geo, key=geo.get)
-            res["config_geomean_slowdown_vs_best"][kernel] = geo
+    per_cfg = {}
+    for v in res["shapes"].values():
+        for key, t in v.get("triton_configs", {}).items():
+            if "median_ms" in t:
+                per_cfg.setdefault(key, []).append(t["median_ms"] / v["fused"]["median_ms"])
+    complete = {k: v for k, v in per_cfg.items() if len(v) == len(fused)}
+    if complete:
+        geo = {k: statistics.geometric_mean(v) for k, v in complete.items()}
+        res["recommended_config"] = min(geo, key=geo.get)
+        res["config_geomean_slowdown_vs_best"] = geo
     checks_ok = all(c.get("ok") for c in res["checks"].values()) and all(
         all(t.get("check_vs_reference", {}).get("ok", False) for t in v.get("triton_configs", {}).values())
         for v in res["shapes"].values())
@@ -409,9 +386,9 @@ def summarize(res: dict) -> None:
     }
 
 
-def _before(entry: dict, kernel: str) -> float:
-    runs = [t["fraction_of_copy_bandwidth"] for k, t in entry.get("before", {}).items()
-            if k.startswith(kernel + "_") and "fraction_of_copy_bandwidth" in t]
+def _tile_before(entry: dict) -> float:
+    runs = [t["fraction_of_copy_bandwidth"] for t in entry.get("tile_kernel_before", {}).values()
+            if "fraction_of_copy_bandwidth" in t]
     return max(runs) if runs else float("nan")
 
 
@@ -464,7 +441,7 @@ def main(argv=None) -> int:
               f"fused {f.get('GBps', float('nan')):7.0f} GB/s ({f.get('best_config')})  "
               f"frac {f.get('fraction_of_copy_bandwidth', float('nan')):.2f} "
               f"(default {f.get('default_fraction_of_copy_bandwidth', float('nan')):.2f}, "
-              f"before: tile {_before(v, 'tile'):.2f}, rowflat {_before(v, 'rowflat'):.2f})  "
+              f"tile before {_tile_before(v):.2f})  "
               f"x eager {f.get('speedup_vs_eager', float('nan')):.1f}  "
               f"x compile {f.get('speedup_vs_compile', float('nan')):.1f}  {v.get('error', '')}")
     bad = [k for k, c in result["checks"].items() if not c.get("ok")]

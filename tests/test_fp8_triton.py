@@ -29,17 +29,13 @@ import promises  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
-# (shape, kernel the launcher must pick): rows aligned to 16 elements take the tile kernel, contiguous others
-# the band kernel (several column blocks per program); transposed views always take the tile kernel.
-# 300x257 and 11008x4097: the last block of a row is 1 column wide, so a row's last 16-byte group holds two blocks.
-INTERP_SHAPES = [((300, 257), "band"), ((257, 300), "band"), ((129, 23), "band"), ((5, 17), "band"),
-                 ((200, 131), "band"), ((130, 1049), "band"), ((256, 384), "tile"), ((300, 256), "tile"),
-                 ((5, 7), "tile")]
-GPU_SHAPES = [((4097, 11007), "band"), ((11008, 4097), "band"), ((4096, 11009), "band"), ((576, 7168), "tile"),
-              ((7168, 576), "tile"), ((4672, 4544), "tile"), ((300, 257), "band"), ((129, 1000), "band"),
-              ((7, 40), "band"), ((5, 7), "tile"), ((4096, 4096), "tile")]
-# band kernel: column blocks per program (the launcher caps it at the row's block count rounded up to 2^k)
-BANDS = (1, 2, 4, 8)
+# (shape, kernel the launcher must pick): rows aligned to 16 elements take the tile kernel, others the
+# aligned-window ("rowflat") kernel; transposed views always take the tile kernel.
+INTERP_SHAPES = [((300, 257), "rowflat"), ((257, 300), "rowflat"), ((129, 23), "rowflat"), ((5, 17), "rowflat"),
+                 ((200, 131), "rowflat"), ((256, 384), "tile"), ((300, 256), "tile"), ((5, 7), "tile")]
+GPU_SHAPES = [((4097, 11007), "rowflat"), ((11008, 4097), "rowflat"), ((576, 7168), "tile"),
+              ((7168, 576), "tile"), ((4672, 4544), "tile"), ((300, 257), "rowflat"), ((129, 1000), "rowflat"),
+              ((7, 40), "rowflat"), ((5, 7), "tile"), ((4096, 4096), "tile")]
 
 _INTERPRET_SCRIPT = textwrap.dedent(
     """
@@ -57,7 +53,7 @@ _INTERPRET_SCRIPT = textwrap.dedent(
             launched.append(self.name)
             return self.kernel[grid]
 
-    for name in ("_block_fp8_kernel", "_block_fp8_rowflat_kernel", "_block_fp8_band_kernel"):
+    for name in ("_block_fp8_kernel", "_block_fp8_rowflat_kernel"):
         setattr(tri, name, Recorder(name))
 
     def prescaled(w):
@@ -71,14 +67,13 @@ _INTERPRET_SCRIPT = textwrap.dedent(
         y = (wp.to(torch.float32) * inv[:, None, :, None]).clamp_(-FP8_E4M3_MAX, FP8_E4M3_MAX)
         return y.reshape(mb * 128, nb * 128)[:m, :n]
 
-    def check(w, chunk, expect, band=None, kernel="auto"):
+    def check(w, chunk, expect):
         m, n = w.shape
         q = torch.full((m, n), float("nan"))                       # poisoned: every element must be written
         s = torch.full(((m + 127) // 128, (n + 127) // 128), float("nan"))
         launched.clear()
-        tri.quantize_triton(w, (128, 128), chunk=chunk, band=band, out=(q, s), kernel=kernel)
-        want = {"tile": "_block_fp8_kernel", "rowflat": "_block_fp8_rowflat_kernel",
-                "band": "_block_fp8_band_kernel"}[expect]
+        tri.quantize_triton(w, (128, 128), chunk=chunk, out=(q, s))
+        want = {"tile": "_block_fp8_kernel", "rowflat": "_block_fp8_rowflat_kernel"}[expect]
         assert launched == [want], (w.shape, launched, expect)
         qr, sr = quantize_reference_core(w, (128, 128))
         assert torch.equal(sr, s), (w.shape, w.dtype, chunk, "scales")
@@ -90,7 +85,7 @@ _INTERPRET_SCRIPT = textwrap.dedent(
     shapes = %r
     for i, (shape, expect) in enumerate(shapes):
         # all three input dtypes on the first shape of each kernel, bf16 elsewhere (keeps CI time down)
-        dts = (torch.bfloat16, torch.float16, torch.float32) if i in (0, 6) else (torch.bfloat16,)
+        dts = (torch.bfloat16, torch.float16, torch.float32) if i in (0, 5) else (torch.bfloat16,)
         for dt in dts:
             w = (torch.randn(shape) * 0.02).to(dt)
             w.view(-1)[torch.randint(0, w.numel(), (20,))] *= 40
@@ -99,12 +94,7 @@ _INTERPRET_SCRIPT = textwrap.dedent(
                 w[:128, :128] = 0                                   # an all-zero block
             for chunk in (128, 32):
                 check(w, chunk, expect)
-            if expect == "band":
-                for band in %r:                                    # programs of 1..8 column blocks
-                    check(w, 16, expect, band=band)
-                check(w, 32, "rowflat", kernel="rowflat")             # the one-block-per-program kernel
     check(torch.randn(257, 300, dtype=torch.bfloat16).t(), 64, "tile")     # strided input
-    check(torch.randn(300, 257, dtype=torch.bfloat16), 64, "tile", kernel="tile")
     w = torch.randn(300, 257)
     w[200, 5] = float("nan")
     w[10, 200] = float("inf")
@@ -133,7 +123,7 @@ def _need_triton() -> None:
 def test_triton_kernels_match_reference_in_interpreter():
     _need_triton()
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-c", _INTERPRET_SCRIPT % (INTERP_SHAPES, BANDS)], cwd=REPO,
+    r = subprocess.run([sys.executable, "-c", _INTERPRET_SCRIPT % (INTERP_SHAPES,)], cwd=REPO,
                        capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr[-4000:]
     assert f"interpreter ok {len(INTERP_SHAPES)}" in r.stdout
@@ -195,22 +185,13 @@ def test_triton_kernels_bit_equal_on_gpu(dtype):
         q = torch.empty((m, n), dtype=torch.float8_e4m3fn, device=dev)
         q.view(torch.uint8).fill_(0x7F)  # e4m3fn NaN code: every element must be overwritten
         s = torch.full(((m + 127) // 128, (n + 127) // 128), float("nan"), device=dev)
-        assert tri.uses_rowflat(w, q, 128) is (expect == "band"), (m, n)
+        assert tri.uses_rowflat(w, q, 128) is (expect == "rowflat"), (m, n)
         assert qmod._pick_impl(w, "auto", (128, 128)) == "triton"
         tri.quantize_triton(w, (128, 128), out=(q, s))
         for ref_dev in (dev, torch.device("cpu")):  # torch on the GPU, and torch on the CPU
             qr, sr = qmod.quantize_reference_core(w.to(ref_dev), (128, 128))
             assert torch.equal(sr.cpu(), s.cpu()), ((m, n), dtype, ref_dev, "scales")
             assert torch.equal(qr.view(torch.uint8).cpu(), q.view(torch.uint8).cpu()), ((m, n), dtype, ref_dev)
-        if expect == "band":  # the other band widths and the one-block-per-program kernel, against the GPU reference
-            variants = [{"band": 1, "chunk": 32, "num_stages": 1}, {"band": 2, "chunk": 16},
-                        {"band": 8, "chunk": 4, "num_warps": 4}, {"kernel": "rowflat"}]
-            for kw in variants:
-                q.view(torch.uint8).fill_(0x7F)
-                s.fill_(float("nan"))
-                tri.quantize_triton(w, (128, 128), out=(q, s), **kw)
-                assert torch.equal(sr, s.cpu()), ((m, n), dtype, kw, "scales")
-                assert torch.equal(qr.view(torch.uint8), q.view(torch.uint8).cpu()), ((m, n), dtype, kw)
     # the public API on the GPU takes the Triton path and refuses NaN
     w = torch.randn(4097, 1001, device=dev).to(dt)
     w[4096, 1000] = float("nan")

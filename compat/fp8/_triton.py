@@ -29,11 +29,6 @@ DEFAULT_NUM_WARPS = 8
 # The aligned-window kernel (rows not 16-element aligned): best of the sweep on the H200 (2026-12-01).
 ROWFLAT_CHUNK = 64
 ROWFLAT_NUM_WARPS = 16
-# The band kernel (rows not 16-element aligned, contiguous): rows per walk step, warps, column blocks per program.
-BAND_CHUNK = 8
-BAND_NUM_WARPS = 8
-BAND_BLOCKS = 4
-BAND_STAGES = 3
 
 
 @triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
@@ -142,12 +137,6 @@ def _amax2d(x: tl.tensor) -> tl.tensor:
 
 
 @triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
-def _abs_nan_inf(x: tl.tensor) -> tl.tensor:
-    a = tl.abs(x)
-    return tl.where(a == a, a, float("inf"))  # NaN -> inf: tl.max does not propagate NaN
-
-
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
 def _to_q(x: tl.tensor, inv: tl.tensor, FP8_MAX: tl.constexpr, out_ty: tl.constexpr) -> tl.tensor:
     y = x * inv
     if out_ty != tl.float8e4nv:
@@ -157,9 +146,10 @@ def _to_q(x: tl.tensor, inv: tl.tensor, FP8_MAX: tl.constexpr, out_ty: tl.conste
     return y.to(out_ty)
 
 
+# The return annotation stays a string: Triton walks the function's source and refuses typing names in it.
 @triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
 def _rowflat_rows(rows: tl.tensor, M: tl.tensor, N: tl.tensor, c0: tl.tensor, width: tl.tensor,
-                  G: tl.constexpr) -> "Tuple[tl.tensor, tl.tensor, tl.tensor, tl.tensor]":  # noqa: UP037 (*)
+                  G: tl.constexpr) -> "Tuple[tl.tensor, tl.tensor, tl.tensor, tl.tensor]":  # noqa: UP037
     """Per row of a chunk: G-aligned window base (flat index), and the block's first/end window positions."""
     start = rows * N + c0
     base = tl.multiple_of((start // G) * G, G)
@@ -244,128 +234,6 @@ def _block_fp8_rowflat_kernel(
         tl.store(q_ptr + offs_e, _to_q(xe, inv, FP8_MAX, out_ty), mask=mem_e)
 
 
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
-def _band_kernel_rows(rows: tl.tensor, M: tl.tensor, N: tl.tensor, c0: tl.tensor, width: tl.tensor,
-                      G: tl.constexpr) -> "Tuple[tl.tensor, tl.tensor, tl.tensor, tl.tensor]":  # noqa: UP037 (*)  # noqa: UP037 (*)
-    """Per row of a step: G-aligned window base (flat index), first/end window positions of the program's
-    columns, and whether the row exists."""
-    start = rows * N + c0
-    base = tl.multiple_of((start // G) * G, G)
-    d = (start - base).to(tl.int32)  # < G
-    return base, d, d + width, rows < M
-
-
-@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
-def _block_fp8_band_kernel(
-    w_ptr: tl.tensor,
-    q_ptr: tl.tensor,
-    s_ptr: tl.tensor,
-    M: tl.tensor,
-    N: tl.tensor,
-    n_blocks_n: tl.tensor,
-    n_progs_n: tl.tensor,
-    FP8_MAX: tl.constexpr,
-    FLOOR: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    K: tl.constexpr,
-    R: tl.constexpr,
-    G: tl.constexpr,
-    STAGES: tl.constexpr,
-) -> None:
-    """Contiguous weight whose rows are not G-element aligned (N % 16 != 0, e.g. 4097 x 11007).
-
-    One program owns a band of BM rows x K column blocks (K*BN columns). Each row of it is one contiguous
-    range of memory, seen through a window (R rows x K x BN) that starts at the G-aligned flat index at or
-    below the range's first element (offset d < G). Window position p = k*BN + j holds column p - d, i.e.
-    block k when j >= d, else block k-1: the per-block amax is a max over (j >= d) and one over (j < d)
-    shifted by one block. The G-groups wholly inside the range are loaded and stored as 16-byte vectors
-    (the mask is constant per group), including the groups that straddle two of the program's blocks; only
-    the first and last group of each row range (shared with the neighbouring program) are accessed
-    element-wise. Two walks over the rows: amax (loads kept in L2 with evict_last), then scale and store.
-    """
-    pid = tl.program_id(0)
-    pid_m = pid // n_progs_n
-    pid_c = pid % n_progs_n
-    row0 = pid_m.to(tl.int64) * BM
-    c0 = pid_c * (K * BN)
-    width = tl.minimum(N - c0, K * BN)
-    kk = tl.arange(0, K)
-    jj = tl.arange(0, BN)
-    jg = tl.arange(0, G)
-    pos = kk[:, None] * BN + jj[None, :]  # (K, BN) window positions
-    g_lo = kk[:, None] * BN + (jj[None, :] // G) * G  # group start of each position (constant per group)
-    out_ty = q_ptr.dtype.element_ty
-
-    # Running maxima per (row of the step, block), reduced over the rows once at the end: the reductions
-    # inside the loop stay within a warp (no shared memory, no barrier per step).
-    hi = tl.zeros((R, K), dtype=tl.float32)  # block k's max over window positions with j >= d
-    lo = tl.zeros((R, K), dtype=tl.float32)  # block (k-1)'s max over window positions with j < d
-    head = tl.zeros((R,), dtype=tl.float32)  # block 0's element-wise first group
-    tail = tl.zeros((R, K), dtype=tl.float32)  # the element-wise last group, per block
-    for r in tl.range(0, BM, R, num_stages=STAGES):  # STAGES > 1: loads of later steps issued early
-        base, d, e, row_ok = _band_kernel_rows(row0 + r + tl.arange(0, R), M, N, c0, width, G)
-        d3 = d[:, None, None]
-        full = (g_lo[None, :, :] >= d3) & (g_lo[None, :, :] + G <= e[:, None, None]) & row_ok[:, None, None]
-        x = tl.load(w_ptr + (base[:, None, None] + pos[None, :, :]), mask=full, other=0.0,
-                    eviction_policy="evict_last").to(tl.float32)
-        a = _abs_nan_inf(x)
-        upper = jj[None, None, :] >= d3
-        hi = tl.maximum(hi, tl.max(tl.where(upper, a, 0.0), axis=2))
-        lo = tl.maximum(lo, tl.max(tl.where(upper, 0.0, a), axis=2))
-        # first group: columns [d, min(e, G)) of block 0, when it is not a whole group of the range
-        has_head = ((d > 0) | (e < G)) & row_ok
-        mem_h = (jg[None, :] >= d[:, None]) & (jg[None, :] < e[:, None]) & has_head[:, None]
-        xh = tl.load(w_ptr + (base[:, None] + jg[None, :]), mask=mem_h, other=0.0).to(tl.float32)
-        head = tl.maximum(head, tl.max(_abs_nan_inf(xh), axis=1))
-        # last group: window positions [ge, e) (may lie past the K*BN window, may hold two blocks)
-        ge = (e // G) * G
-        pe = ge[:, None] + jg[None, :]
-        mem_e = (pe < e[:, None]) & ((ge > 0) & row_ok)[:, None]
-        xe = tl.load(w_ptr + (base[:, None] + pe), mask=mem_e, other=0.0).to(tl.float32)
-        ke = (pe - d[:, None]) // BN  # block of each element (pe > d here)
-        tail = tl.maximum(tail, tl.max(tl.where(ke[:, :, None] == kk[None, None, :],
-                                                _abs_nan_inf(xe)[:, :, None], 0.0), axis=1))
-    hi_k = tl.max(hi, axis=0)
-    lo_k = tl.max(lo, axis=0)
-    edge = tl.maximum(tl.max(tail, axis=0), tl.where(kk == 0, tl.max(head, axis=0), 0.0))
-
-    # block k = max(hi[k], lo[k+1], edge[k]): shift lo down by one block with a K x K select
-    lo_next = tl.max(tl.where(kk[None, :] == kk[:, None] + 1, lo_k[None, :], 0.0), axis=1)
-    amax = tl.maximum(tl.maximum(hi_k, lo_next), edge)
-    amax_eff = tl.where(amax == 0.0, FP8_MAX, tl.maximum(amax, FLOOR))
-    fp8_max = tl.full((K,), FP8_MAX, tl.float32)
-    inv = tl.math.div_rn(fp8_max, amax_eff)
-    scale_inv = tl.math.div_rn(amax_eff, fp8_max)
-    blk = pid_c * K + kk
-    tl.store(s_ptr + (pid_m * n_blocks_n + blk), scale_inv, mask=blk < n_blocks_n)
-    inv_prev = tl.max(tl.where(kk[None, :] == kk[:, None] - 1, inv[None, :], 0.0), axis=1)  # block k-1's
-    inv0 = tl.max(tl.where(kk == 0, inv, 0.0), axis=0)
-
-    for r in tl.range(0, BM, R, num_stages=STAGES):
-        base, d, e, row_ok = _band_kernel_rows(row0 + r + tl.arange(0, R), M, N, c0, width, G)
-        d3 = d[:, None, None]
-        full = (g_lo[None, :, :] >= d3) & (g_lo[None, :, :] + G <= e[:, None, None]) & row_ok[:, None, None]
-        offs = base[:, None, None] + pos[None, :, :]
-        x = tl.load(w_ptr + offs, mask=full, other=0.0, eviction_policy="evict_first").to(tl.float32)
-        upper = jj[None, None, :] >= d3
-        inv3 = tl.where(upper, inv[None, :, None], inv_prev[None, :, None])
-        tl.store(q_ptr + offs, _to_q(x, inv3, FP8_MAX, out_ty), mask=full)
-        has_head = ((d > 0) | (e < G)) & row_ok
-        mem_h = (jg[None, :] >= d[:, None]) & (jg[None, :] < e[:, None]) & has_head[:, None]
-        offs_h = base[:, None] + jg[None, :]
-        xh = tl.load(w_ptr + offs_h, mask=mem_h, other=0.0).to(tl.float32)
-        tl.store(q_ptr + offs_h, _to_q(xh, inv0, FP8_MAX, out_ty), mask=mem_h)
-        ge = (e // G) * G
-        pe = ge[:, None] + jg[None, :]
-        mem_e = (pe < e[:, None]) & ((ge > 0) & row_ok)[:, None]
-        offs_e = base[:, None] + pe
-        xe = tl.load(w_ptr + offs_e, mask=mem_e, other=0.0).to(tl.float32)
-        ke = (pe - d[:, None]) // BN
-        inv_e = tl.max(tl.where(ke[:, :, None] == kk[None, None, :], inv[None, None, :], 0.0), axis=2)
-        tl.store(q_ptr + offs_e, _to_q(xe, inv_e, FP8_MAX, out_ty), mask=mem_e)
-
-
 def quantize_triton(
     weight: torch.Tensor,
     block_size: Tuple[int, int] = (128, 128),
@@ -373,17 +241,15 @@ def quantize_triton(
     chunk: Optional[int] = None,
     num_warps: Optional[int] = None,
     num_stages: Optional[int] = None,
-    band: Optional[int] = None,
     out: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     kernel: str = "auto",
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Launch the fused kernel: no validation and no NaN check (callers do both; see quantize.py).
 
     `weight` may be strided (any layout); `q` comes back contiguous. `out=(q, scale_inv)` reuses
-    preallocated outputs (the benchmark uses it to time the kernel alone). `chunk`: rows per walk step;
-    `band`: column blocks per program of the band kernel (a power of two). `kernel` forces one kernel where
-    the band kernel would serve: "tile" (element-wise on unaligned rows) or "rowflat" (one block per program),
-    the benchmark's "before".
+    preallocated outputs (the benchmark uses it to time the kernel alone). `chunk`: rows per walk step.
+    `kernel="tile"` forces the tile kernel where the aligned-window one would serve (the benchmark's
+    before/after on ragged rows).
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
@@ -395,19 +261,12 @@ def quantize_triton(
         scale_inv = torch.empty((mb, nb), dtype=torch.float32, device=weight.device)
     else:
         q, scale_inv = out
-    which = kernel
-    if kernel == "auto":
-        which = "band" if uses_rowflat(weight, q, bn) else "tile"
-    elif kernel != "tile" and not uses_rowflat(weight, q, bn):
-        raise ValueError(f"kernel={kernel!r} needs a contiguous weight whose rows are not {ROWFLAT_GROUP}-aligned")
+    which = "rowflat" if kernel == "auto" and uses_rowflat(weight, q, bn) else "tile"
     default_chunk, default_warps = _DEFAULTS[which]
     chunk = min(default_chunk if chunk is None else chunk, bm)
     if bm % chunk:
         raise ValueError(f"chunk {chunk} must divide block rows {bm}")
-    band = BAND_BLOCKS if band is None else band
-    if band <= 0 or band & (band - 1):
-        raise ValueError(f"band must be a power of two, got {band}")
-    launch = _Launch(weight, q, scale_inv, m, n, bm, bn, chunk, band,
+    launch = _Launch(weight, q, scale_inv, m, n, bm, bn, chunk,
                      default_warps if num_warps is None else num_warps, num_stages)
     if weight.is_cuda:
         with torch.cuda.device(weight.device):  # Triton launches on the current device
@@ -418,11 +277,11 @@ def quantize_triton(
 
 
 ROWFLAT_GROUP = 16  # elements per aligned group: 16 bytes of fp8 q, 32 of bf16 w
-KERNELS = ("auto", "tile", "rowflat", "band")
+KERNELS = ("auto", "tile")
 
 
 def uses_rowflat(weight: torch.Tensor, q: torch.Tensor, block_n: Optional[int] = None) -> bool:
-    """True when the band kernel serves this weight: contiguous rows that are not 16-element aligned.
+    """True when the aligned-window kernel serves this weight: contiguous rows that are not 16-element aligned.
 
     Aligned rows (N % 16 == 0), strided/transposed weights and N < 16 use the tile kernel, which is
     vectorized for the first and correct (element-wise) for the others.
@@ -446,7 +305,6 @@ class _Launch:
     bm: int
     bn: int
     chunk: int
-    band: int
     num_warps: int
     num_stages: Optional[int]
 
@@ -475,19 +333,6 @@ def _launch_rowflat(c: _Launch) -> None:
     )
 
 
-def _launch_band(c: _Launch) -> None:
-    mb, nb = triton.cdiv(c.m, c.bm), triton.cdiv(c.n, c.bn)
-    band = min(c.band, triton.next_power_of_2(nb))  # no program wider than the (padded) row
-    nprog = triton.cdiv(nb, band)
-    _block_fp8_band_kernel[(mb * nprog,)](
-        c.weight, c.q, c.scale_inv, c.m, c.n, nb, nprog,
-        FP8_MAX=FP8_E4M3_MAX, FLOOR=AMAX_FLOOR, BM=c.bm, BN=c.bn, K=band, R=c.chunk, G=ROWFLAT_GROUP,
-        STAGES=BAND_STAGES if c.num_stages is None else c.num_stages, num_warps=c.num_warps,
-    )
-
-
-_LAUNCHERS: Dict[str, Callable[[_Launch], None]] = {"tile": _launch_tile, "rowflat": _launch_rowflat,
-                                                    "band": _launch_band}
+_LAUNCHERS: Dict[str, Callable[[_Launch], None]] = {"tile": _launch_tile, "rowflat": _launch_rowflat}
 _DEFAULTS: Dict[str, Tuple[int, int]] = {"tile": (DEFAULT_CHUNK, DEFAULT_NUM_WARPS),
-                                         "rowflat": (ROWFLAT_CHUNK, ROWFLAT_NUM_WARPS),
-                                         "band": (BAND_CHUNK, BAND_NUM_WARPS)}
+                                         "rowflat": (ROWFLAT_CHUNK, ROWFLAT_NUM_WARPS)}
