@@ -69,6 +69,7 @@ class Arch:
     vllm_all: Tuple[str, ...] = ()           # union over every .so in the vllm wheel
     torch_cuda: Tuple[str, ...] = ()         # SASS archs in torch's libtorch_cuda*.so
     torch_cuda_ptx: Tuple[str, ...] = ()     # PTX ("compute_90") in libtorch_cuda*.so
+    files: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)  # wheel-relative .so -> its SASS + PTX archs
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ def parse(data: Mapping[str, Any]) -> Harvest:
             for name, a in data.get("attention", {}).items() if isinstance(a, dict)}
     ar = data.get("arch", {})
     arch = Arch(vllm_C=_tup(ar.get("vllm_C")), vllm_all=_tup(ar.get("vllm_all")), torch_cuda=_tup(ar.get("torch_cuda")),
-                torch_cuda_ptx=_tup(ar.get("torch_cuda_ptx")))
+                torch_cuda_ptx=_tup(ar.get("torch_cuda_ptx")),
+                files={str(k): _tup(v) for k, v in (ar.get("files") or {}).items()})
     return Harvest(release=release, kernels=kernels, architectures=archs, quantization=quant, attention=attn,
                    arch=arch)
 

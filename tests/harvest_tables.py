@@ -98,6 +98,52 @@ def chosen_backends_run(h: Harvest) -> List[str]:
     return out
 
 
+def _runs_on(archs: List[str], sm: int) -> bool:
+    """CUDA's compatibility rule: SASS sm_XY runs on the same major with minor >= Y (an arch-specific sm_XYa only on
+    XY itself); PTX compute_XY is JIT-compiled for any sm >= XY."""
+    for a in archs:
+        n = _sm(a)
+        if a.startswith("compute_") and not a.endswith("a") and n <= sm:
+            return True
+        if a.startswith("sm_") and (n == sm if a.endswith(("a", "f")) else n // 10 == sm // 10 and n <= sm):
+            return True
+    return False
+
+
+# The backends whose attention kernels are the release's bundled flash-attn library (vllm/vllm_flash_attn, FA2;
+# vLLM 0.6.2+ bundle it, earlier releases use the separate vllm-flash-attn dist, whose archs are not harvested)
+FA_BACKENDS = ("FLASH_ATTN", "FLASH_ATTN_VLLM_V1")
+FA2_LIBS = ("vllm/vllm_flash_attn/vllm_flash_attn_c.abi3.so", "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so")
+
+
+def chosen_backends_have_kernels(h: Harvest) -> List[str]:
+    """Every backend [range.choose] (or [range.fallback]) names for a GPU column has kernels for that GPU in the
+    release itself, by the harvested facts: its own floor (supports_compute_capability, where the release states
+    one), the archs compiled into the bundled flash-attn library for FLASH_ATTN, and float16 among its dtypes below
+    sm80 (no bfloat16 there). Expected values come from the release, never from vllm_attention.toml."""
+    r = attention_range(h.version)
+    if r is None or not h.attention:
+        return []
+    fa2 = next((list(h.arch.files[lib]) for lib in FA2_LIBS if lib in h.arch.files), None)
+    picks = [("choose", c, n) for c, n in r.get("choose", {}).items()]
+    picks += [("fallback", c, n) for c, n in r.get("fallback", {}).items()]
+    out = []
+    for table, column, name in sorted(picks):
+        if not name or not column.startswith("sm"):
+            continue
+        sm, b = int(column[2:]), h.attention.get(name)
+        if b is None:
+            continue  # chosen_backends_run reports a missing name
+        where = f"{r['versions']} {table}.{column} = {name!r}"
+        if b.min_capability is not None and b.min_capability > sm:
+            out.append(f"{where}: vLLM {h.version}'s {name} needs sm{b.min_capability} (supports_compute_capability)")
+        if name in FA_BACKENDS and fa2 is not None and not _runs_on(fa2, sm):
+            out.append(f"{where}: vLLM {h.version}'s flash-attn library carries {fa2}, no kernel for sm{sm}")
+        if sm < 80 and b.dtypes and "float16" not in b.dtypes:
+            out.append(f"{where}: vLLM {h.version}'s {name} runs {list(b.dtypes)}, no float16 (sm{sm} has no bf16)")
+    return out
+
+
 def backend_arch_floors(h: Harvest) -> List[str]:
     """attention_backends.toml min_sm never lets compat accept a GPU the release's backend itself refuses
     (where the release states a floor: supports_compute_capability)."""
@@ -151,7 +197,7 @@ def blackwell_floor(h: Harvest) -> List[str]:
     return []
 
 
-CHECKS = (torch_pin, backend_names, chosen_backends_run, backend_arch_floors, torch_archs, blackwell_floor)
+CHECKS = (torch_pin, backend_names, chosen_backends_run, chosen_backends_have_kernels, backend_arch_floors, torch_archs, blackwell_floor)
 
 
 def all_problems(h: Harvest) -> List[str]:

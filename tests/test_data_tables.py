@@ -17,6 +17,9 @@ try:
 except ImportError:  # Python < 3.11
     import tomli as tomllib
 
+from compat.harvested import load as harvested_load
+from compat.harvested import releases as harvested_releases
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "compat" / "data"
 TABLES = {
@@ -183,45 +186,97 @@ def test_vllm_range_fields():
                 assert choose[arch] not in r["v0_fallback_backends"]
 
 
-@pytest.mark.parametrize(
-    "version, arch, expected",
-    [
-        ("0.5.4", "sm70", "XFORMERS"),
-        ("0.6.6.post1", "sm75", "XFORMERS"),
-        ("0.8.5", "sm80", "FLASH_ATTN"),
-        ("0.10.1.1", "sm70", "XFORMERS"),
-        ("0.10.2", "sm70", "FLEX_ATTENTION"),
-        ("0.11.0", "sm70", "FLEX_ATTENTION"),
-        ("0.11.0", "sm75", "FLEX_ATTENTION"),
-        ("0.12.0", "sm70", "TRITON_ATTN"),
-        ("0.33.0", "sm75", "TRITON_ATTN"),
-        ("0.9.1", "sm100", "FLASHINFER"),
-        ("0.8.5", "sm100", ""),
-        ("0.11.0", "cpu", "TORCH_SDPA"),
-        ("0.11.1", "cpu", "CPU_ATTN"),
-    ],
-)
-def test_vllm_known_choices(version, arch, expected):
-    assert range_for(version)["choose"][arch] == expected
+# What each vLLM release itself picks per GPU arch, written out from that release's source (read in its installed
+# wheel: the matrix envs / the uv cache, 2026-12-01), never copied from vllm_attention.toml: (release, column,
+# expected, where the release says so). tests/harvest_tables.py adds the harvested constraints for every release.
+CUDA_072 = "vllm/platforms/cuda.py get_attn_backend_cls"
+V0_ON_VOLTA = ("vllm/engine/arg_utils.py _is_v1_supported_oracle: 'Compute Capability < 8.0' falls back to V0; V0 "
+               "vllm/platforms/cuda.py get_attn_backend_cls: not has_device_capability(80) -> XFORMERS ('Cannot use "
+               "FlashAttention-2 backend for Volta and Turing GPUs')")
+PRIORITY_033 = ("vllm/platforms/cuda.py _get_backend_priorities (non-MLA): major 10 -> [FLASHINFER, FLASH_ATTN, "
+                "TRITON_ATTN, FLEX_ATTENTION, TURBOQUANT], else [FLASH_ATTN, FLASHINFER, TRITON_ATTN, ...]; the first "
+                "whose supports_compute_capability holds: flash_attn.py >= 8.0, flashinfer.py >= 8.0 and <= 12.1, "
+                "triton_attn.py any")
+KNOWN_CHOICES = [
+    ("0.5.4", "sm70", "XFORMERS", "vllm/attention/selector.py which_attn_to_use: device capability major < 8 -> "
+     "XFORMERS ('Cannot use FlashAttention-2 backend for Volta and Turing GPUs')"),
+    ("0.5.4", "cpu", "TORCH_SDPA", "vllm/attention/selector.py which_attn_to_use: is_cpu() -> TORCH_SDPA"),
+    ("0.7.2", "sm75", "XFORMERS", CUDA_072 + ": not has_device_capability(80) -> XFORMERS (Volta and Turing)"),
+    ("0.7.2", "sm90", "FLASH_ATTN", CUDA_072 + ": target_backend = FLASH_ATTN from capability 8.0 (fp16/bf16)"),
+    ("0.8.5", "sm70", "XFORMERS", V0_ON_VOLTA),
+    ("0.8.5", "sm80", "FLASH_ATTN", "vllm/platforms/cuda.py get_attn_backend_cls, use_v1: has_device_capability(80) "
+     "-> v1 FlashAttentionBackend; FLASH_ATTN is in arg_utils.py V1_BACKENDS"),
+    ("0.10.1.1", "sm70", "XFORMERS", V0_ON_VOLTA),
+    ("0.10.2", "sm70", "FLEX_ATTENTION", "vllm/engine/arg_utils.py has no 'Compute Capability < 8.0' V0 fallback any "
+     "more; vllm/platforms/cuda.py V1 defaults: 'FlexAttention is the default for older GPUs'"),
+    ("0.10.2", "sm100", "FLASHINFER", "vllm/platforms/cuda.py V1 defaults: 'Prefer FlashInfer for Blackwell GPUs if "
+     "installed' on is_device_capability(100)"),
+    ("0.11.0", "sm75", "FLEX_ATTENTION", "vllm/platforms/cuda.py (V0 removed): 'FlexAttention is the default for "
+     "older GPUs'"),
+    ("0.11.0", "sm120", "FLASH_ATTN", "vllm/platforms/cuda.py: FlashInfer is preferred on is_device_capability(100) "
+     "only; 'FlashAttention is the default for SM 8.0+ GPUs'"),
+    ("0.11.0", "cpu", "TORCH_SDPA", "vllm/platforms/cpu.py get_attn_backend_cls -> v1 cpu_attn.TorchSDPABackend"),
+    ("0.33.0", "sm70", "TRITON_ATTN", PRIORITY_033),
+    ("0.33.0", "sm75", "TRITON_ATTN", PRIORITY_033 + " (FlashInfer's floor raised to SM80: broken on Turing)"),
+    ("0.33.0", "sm90", "FLASH_ATTN", PRIORITY_033),
+    ("0.33.0", "sm100", "FLASHINFER", PRIORITY_033),
+    ("0.33.0", "sm120", "FLASH_ATTN", PRIORITY_033),
+    ("0.33.0", "cpu", "CPU_ATTN", "vllm/platforms/cpu.py get_attn_backend_cls -> AttentionBackendEnum.CPU_ATTN"),
+]
+
+
+@pytest.mark.parametrize("version, arch, expected, source", KNOWN_CHOICES,
+                         ids=[f"{v}-{a}" for v, a, _, _ in KNOWN_CHOICES])
+def test_vllm_known_choices(version, arch, expected, source):
+    assert source.strip()
+    assert range_for(version)["choose"][arch] == expected, f"vLLM {version} on {arch}: {source}"
+
+
+# Where a release gets no backend at all: its pinned torch has no kernels for the arch. Written out, not from
+# compat's tables: torch 2.4-2.6 were published for CUDA <= 12.6 only (PyTorch RELEASE.md release matrix; CUDA 12.8,
+# the first with sm_100/sm_120, came with torch 2.7), so no variant of them runs on Blackwell.
+TORCH_WITHOUT_BLACKWELL = SpecifierSet("<2.7")
+
+
+@pytest.mark.parametrize("version", harvested_releases())
+def test_no_backend_exactly_where_the_pinned_torch_has_no_kernels(version):
+    """The harvested release's torch pin decides the Blackwell columns: "" exactly where that torch has no
+    Blackwell build, and then the default wheel's libtorch_cuda.so (harvested) indeed has no sm_10x/sm_12x code."""
+    h = harvested_load(version)
+    choose = range_for(version)["choose"]
+    no_blackwell = Version(h.release.torch) in TORCH_WITHOUT_BLACKWELL
+    for column in ("sm100", "sm120"):
+        assert (choose[column] == "") == no_blackwell, (version, h.release.torch, column, choose[column])
+    if no_blackwell:
+        assert not [a for a in h.arch.torch_cuda if a.startswith(("sm_10", "sm_12"))] and not h.arch.torch_cuda_ptx
+    for column in ARCH_KEYS:
+        if column not in ("sm100", "sm120"):
+            assert choose[column], f"{version} {column}: the pinned torch {h.release.torch} runs there"
 
 
 def test_vllm_known_env_and_option_history():
+    # written out from the releases' sources (installed wheels): vllm/envs.py (VLLM_USE_V1 default "0" in 0.7.3,
+    # "1" in 0.8.2; VLLM_ATTENTION_BACKEND read in 0.10.2, read nowhere in 0.33.0), vllm/engine/arg_utils.py
+    # (V1_BACKENDS: 0.8.2 lacks XFORMERS and FLASHINFER, 0.8.5 adds FLASHINFER; EngineArgs.attention_backend in 0.33.0,
+    # absent in 0.10.2)
+    assert range_for("0.10.2")["env_var_status"] == "read"
+    assert range_for("0.33.0")["env_var_status"] == "removed"
+    assert range_for("0.10.2")["config_option"] == ""
+    assert range_for("0.33.0")["config_option"] == "attention_backend"
+    assert {"XFORMERS", "FLASHINFER"} <= set(range_for("0.8.2")["v0_fallback_backends"])
+    assert "FLASHINFER" not in range_for("0.8.5")["v0_fallback_backends"]
+    assert "XFORMERS" in range_for("0.8.5")["v0_fallback_backends"]
+    assert range_for("0.7.3")["default_engine"] == "v0"
+    assert range_for("0.8.2")["default_engine"] == "v1"
+    # not verifiable in an installed wheel here (no env, no harvest of 0.12-0.15): the table's own history, kept
+    # so an edit of these boundaries is deliberate
     assert range_for("0.12.0")["env_var_status"] == "read"
     assert range_for("0.13.0")["env_var_status"] == "deprecated"
     assert range_for("0.14.1")["env_var_status"] == "deprecated"
     assert range_for("0.15.0")["env_var_status"] == "removed"
     assert range_for("0.12.0")["config_option"] == ""
     assert range_for("0.13.0")["config_option"] == "attention_backend"
-    for v in ("0.8.0", "0.8.4"):
-        assert set(range_for(v)["v0_fallback_backends"]) == {"XFORMERS", "FLASHINFER"}
-    assert range_for("0.8.5")["v0_fallback_backends"] == ["XFORMERS"]
-    assert range_for("0.7.3")["default_engine"] == "v0"
-    assert range_for("0.8.0")["default_engine"] == "v1"
-    assert "FLASH_ATTN_VLLM_V1" in range_for("0.10.2")["names"]
-    assert "FLASH_ATTN_VLLM_V1" not in range_for("0.11.0")["names"]
-    assert "XFORMERS" not in range_for("0.12.0")["names"]
-    assert "TRITON_ATTN_VLLM_V1" in range_for("0.10.2")["names"]
-    assert "TRITON_ATTN" in range_for("0.11.0")["names"]
+    # backend names: tests/harvest_tables.py backend_names diffs `names` with every harvested enum
 
 
 # ---------------------------------------------------------------- torch_builds.toml
@@ -298,6 +353,10 @@ def test_vllm_extras_entries_cite_a_source():
         assert sum(SpecifierSet(e["versions"]).contains(v) for e in ranges) <= 1, v
 
 
+# Written out from the releases, not from vllm_extras.toml: vllm 0.10.2 vllm/model_executor/layers/quantization/
+# fp8.py registers the linear block scale as `weight_scale_inv`; 0.11.0 renames it `weight_scale` after
+# post-processing; both keep `w13_weight_scale_inv` on MoE. Checked in each real release by
+# tests/vllm/test_vllm_fp8.py (test_scale_names_follow_the_release, test_load_weights_quantizes_what_the_model_holds).
 @pytest.mark.parametrize("version, linear", [
     ("0.10.0", "_scale_inv"), ("0.10.1.1", "_scale_inv"), ("0.10.2", "_scale_inv"), ("0.11.0", "_scale"),
     ("0.11.0+cu128", "_scale"), ("0.11.1", "_scale"), ("0.9.2", "_scale_inv"),

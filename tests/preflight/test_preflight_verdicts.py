@@ -32,7 +32,20 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "tests" / "fixtures" / "models"
 MACHINES = ROOT / "tests" / "fixtures" / "hardware"
 HARVEST = ROOT / "compat" / "data" / "harvested"     # tools/harvest.py's files, one per release
+# compat's own estimate parameters (overhead margin, profile-run batch, block rounding: preflight.toml [memory],
+# stated as compat's modelling choices there) are read; the vLLM facts the verdicts hinge on are written out here
+# from the releases' sources, not from preflight.toml (which pre-flight itself reads):
 DATA = tomllib.loads((ROOT / "compat" / "data" / "preflight.toml").read_text())
+# vllm 0.10.2 vllm/config/cache.py CacheConfig.gpu_memory_utilization: float = 0.9 (EngineArgs takes it over)
+GPU_MEMORY_UTILIZATION = 0.9
+# vllm 0.10.2 vllm/model_executor/layers/quantization/fp8.py: use_marlin = not has_device_capability(89)
+FP8_NATIVE_MIN_SM = 89
+# vllm 0.10.2 vllm/config/__init__.py _verify_quantization: awq/gptq checkpoints are served by the Marlin kernels
+# (awq_marlin, gptq_marlin) where the GPU allows, else by their own
+QUANT_KERNELS = {"awq": ["awq_marlin", "awq"], "gptq": ["gptq_marlin", "gptq"]}
+# vllm 0.10.2 vllm/config/__init__.py _FLOAT16_NOT_SUPPORTED_MODELS ('Numerical instability. Please use bfloat16 or
+# float32 instead.')
+FLOAT16_UNSUPPORTED = {"gemma2", "gemma3", "gemma3_text", "plamo2", "glm4"}
 MIB, GIB = 1 << 20, 1 << 30
 
 
@@ -124,16 +137,35 @@ def tokens_that_fit(cfg, dtype, memory_mib, tp, mla_cache):
     experts = cfg.get("num_local_experts") or cfg.get("n_routed_experts")
     inter = cfg.get("moe_intermediate_size", cfg["intermediate_size"]) * cfg["num_experts_per_tok"] if experts else cfg["intermediate_size"]
     activations = mem["batched_tokens"] * (2 * inter // tp + 4 * cfg["hidden_size"]) * b + 2 * mem["max_num_seqs"] * (cfg["vocab_size"] // tp) * 4
-    usable = memory_mib * MIB * mem["gpu_memory_utilization"]
+    usable = memory_mib * MIB * GPU_MEMORY_UTILIZATION
     return (usable - weights - mem["overhead_mib"] * MIB - activations) / kv_per_token(cfg, b, tp, mla_cache)
 
 
 # ------------------------------------------------------------------------------------------ expected verdicts
-def floor(name, bf):
-    """A backend's minimum compute capability: harvested, else compat's hand table (attention_backends.toml)."""
+# A backend's floor where the release states none (harvests before 0.33.0 carry no supports_compute_capability),
+# written out from outside compat's tables (attention_backends.toml is what pre-flight itself reads):
+OUTSIDE_FLOOR = {
+    "FLASH_ATTN": (80, "vLLM 0.5.4 vllm/attention/selector.py and 0.7-0.10 vllm/platforms/cuda.py: capability < 8.0 "
+                       "never gets FlashAttention ('Cannot use FlashAttention-2 backend for Volta and Turing GPUs')"),
+    "XFORMERS": (70, "vLLM GPU installation docs: compute capability 7.0 or higher; xformers builds for sm70+"),
+    "FLEX_ATTENTION": (70, "vLLM 0.10.2-0.11.0 vllm/platforms/cuda.py: 'FlexAttention is the default for older GPUs' "
+                           "(capability < 8.0, down to vLLM's own 7.0 floor)"),
+    "TORCH_SDPA": (0, "vLLM 0.5.4-0.11.0 vllm/platforms/cpu.py: the CPU platform's backend, no GPU needed"),
+}
+FA2_LIBS = ("vllm/vllm_flash_attn/vllm_flash_attn_c.abi3.so", "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so")
+
+
+def floor(name, bf, rel):
+    """A backend's minimum compute capability: the release's own (harvested supports_compute_capability, or for
+    FLASH_ATTN the lowest arch compiled into its bundled flash-attn library), else written out above."""
     if "min_capability" in bf:
         return bf["min_capability"]
-    return _toml(ROOT / "compat" / "data" / "attention_backends.toml")["backend"].get(name, {}).get("min_sm", 0)
+    files = rel.get("arch", {}).get("files", {})
+    fa2 = next((files[lib] for lib in FA2_LIBS if lib in files), None)
+    if name in ("FLASH_ATTN", "FLASH_ATTN_VLLM_V1") and fa2:
+        return min(int(a.split("_", 1)[1].rstrip("af")) for a in fa2)
+    assert name in OUTSIDE_FLOOR, f"no floor for {name} in vLLM {rel['release']['vllm']}: add one with its source"
+    return OUTSIDE_FLOOR[name][0]
 
 
 def expected(cfg, hw, rel, rel_version, profile):
@@ -149,7 +181,7 @@ def expected(cfg, hw, rel, rel_version, profile):
     q = cfg.get("quantization_config")
     act = ()
     if q and sm is not None:
-        kernels = DATA["quantization"]["kernels"].get(q["quant_method"], [q["quant_method"]])
+        kernels = QUANT_KERNELS.get(q["quant_method"], [q["quant_method"]])
         floors = {k: rel["quantization"][k]["min_capability"] for k in kernels
                   if "min_capability" in rel.get("quantization", {}).get(k, {})}
         runs = [k for k in kernels if k in floors and floors[k] <= sm]
@@ -160,13 +192,13 @@ def expected(cfg, hw, rel, rel_version, profile):
             e["kwargs"]["quantization"] = runs[0]
             act = tuple(rel["quantization"][runs[0]].get("act_dtypes", ()))
             if runs[0] == "fp8":
-                e["ids"].add("preflight-fp8-native" if sm >= DATA["fp8"]["native_min_sm"] else "preflight-fp8-weight-only")
+                e["ids"].add("preflight-fp8-native" if sm >= FP8_NATIVE_MIN_SM else "preflight-fp8-weight-only")
     # dtype: the profile's, the checkpoint's float16 kept, no bfloat16 below sm80, float16-unsafe models in float32
     ckpt, dtype = cfg.get("torch_dtype"), profile.dtype
     if ckpt == "float16" and dtype == "bfloat16" and (not act or "float16" in act):
         dtype = "float16"
     elif ckpt in ("bfloat16", "float32") and "bfloat16" in profile.refuse_dtypes and not q:
-        dtype = "float32" if cfg["model_type"] in DATA["dtype"]["float16_unsupported"] else "float16"
+        dtype = "float32" if cfg["model_type"] in FLOAT16_UNSUPPORTED else "float16"
         e["ids"].add("preflight-dtype-float32" if dtype == "float32" else "preflight-dtype-cast")
     if act and dtype not in act:
         dtype = "float16" if "float16" in act else act[0]
@@ -181,7 +213,7 @@ def expected(cfg, hw, rel, rel_version, profile):
         window = cfg.get("sliding_window") and cfg.get("use_sliding_window", True)
         bad = (bf.get("importable") is False or ("head_sizes" in bf and hd not in bf["head_sizes"])
                or (window and bf.get("sliding_window") is False) or ("dtypes" in bf and dtype not in bf["dtypes"])
-               or (sm is not None and floor(backend.name, bf) > sm))
+               or (sm is not None and floor(backend.name, bf, rel) > sm))
         (e["ids"] if bad else e["absent"]).add("preflight-backend-unsupported")
     if backend is not None and mla and not rel.get("attention", {}).get(backend.name, {}).get("mla"):
         e["ids"].add("preflight-backend-mla")
