@@ -232,6 +232,22 @@ def test_vllm_known_choices(version, arch, expected, source):
     assert range_for(version)["choose"][arch] == expected, f"vLLM {version} on {arch}: {source}"
 
 
+# The same selection rules per era, for every harvested release and every column up to sm90 (Blackwell: below):
+# (first release of the era, sm<80 pick, sm80-sm90 pick, cpu pick). Sources as in KNOWN_CHOICES: V0 and the V0
+# fallback of 0.8.0-0.10.1.1 pick XFORMERS below sm80; 0.10.2 drops the fallback (FlexAttention is V1's default
+# for older GPUs); 0.11.1+ use the priority list (TRITON_ATTN the first that runs below sm80) and CPU_ATTN.
+ERAS = [("0.5.4", "XFORMERS", "FLASH_ATTN", "TORCH_SDPA"), ("0.10.2", "FLEX_ATTENTION", "FLASH_ATTN", "TORCH_SDPA"),
+        ("0.11.1", "TRITON_ATTN", "FLASH_ATTN", "CPU_ATTN")]
+
+
+@pytest.mark.parametrize("version", harvested_releases())
+def test_every_harvested_release_picks_what_its_era_selects(version):
+    _, old, new, cpu = [e for e in ERAS if Version(version) >= Version(e[0])][-1]
+    choose = range_for(version)["choose"]
+    want = {"sm70": old, "sm75": old, "sm80": new, "sm86": new, "sm89": new, "sm90": new, "cpu": cpu}
+    assert {k: choose[k] for k in want} == want, version
+
+
 # Where a release gets no backend at all: its pinned torch has no kernels for the arch. Written out, not from
 # compat's tables: torch 2.4-2.6 were published for CUDA <= 12.6 only (PyTorch RELEASE.md release matrix; CUDA 12.8,
 # the first with sm_100/sm_120, came with torch 2.7), so no variant of them runs on Blackwell.
