@@ -7,8 +7,9 @@ suite's autouse fixture clears COMPAT_* inside each test, so it is set here only
 Every patch id of every set compat ships has its own case (test_every_patch_has_its_own_fail_without_case): the
 rest of its set still applies, so each case proves that patch alone. A case selects the test that exercises its
 patch with `-k` where other tests of the file assert the whole set (e.g. that every patch reports `applied`).
-Where a per-patch case was measured on one release only (vllm_fp8: 0.11.0; the transformers sets: one env per
-transformers era, to bound CI time), it runs there, and the other releases of the set keep a whole-set case.
+The vLLM sets' cases run in every env whose release the set patches. The transformers sets' cases run in one env
+per transformers era (vllm054: 4.44.1, vllm0110: 4.57.1) to bound CI time; in the other envs, where the sets apply to
+that env's transformers too, tests/hf/test_transformers_sets.py::test_fail_without_the_sets proves each set whole.
 A named test that the child skips for another release (e.g. the 0.8.3/0.8.4-only aiter test in the 0.8.2 env) is
 not expected to fail there; every other named test must.
 """
@@ -69,13 +70,12 @@ CASES = [
          ("test_prefill_and_decode_states_arrive_in_order",), "decode hidden states lost: hidden_states_decode is None"),
     Case(HID, "vllm054_hidden.request_output_fields", "test_prefill_and_decode_states_arrive_in_order",
          ("test_prefill_and_decode_states_arrive_in_order",), "hidden_states_prefill is '<no attribute>'"),
-    Case(FP8, "vllm_fp8.linear_create_weights", "test_second_weight_load", FP8_LOAD, FP8_LOST, vllm="==0.11.0"),
-    Case(FP8, "vllm_fp8.linear_process_weights", "test_second_weight_load", FP8_LOAD, FP8_LOST, vllm="==0.11.0"),
-    Case(FP8, "vllm_fp8.moe_create_weights", "test_second_weight_load", FP8_LOAD, FP8_LOST, vllm="==0.11.0"),
-    Case(FP8, "vllm_fp8.moe_process_weights", "test_second_weight_load", FP8_LOAD, FP8_LOST, vllm="==0.11.0"),
-    # the per-patch FP8 cases were measured on 0.11.0; on the 0.10.x fingerprints the set is proven as a whole
-    Case(FP8, "vllm_fp8", None, FP8_LOAD + ("test_scale_names_follow_the_release",), FP8_LOST,
-         vllm=">=0.10.0,<0.11.0"),
+    # every release of the set (0.10.0, 0.10.1.1, 0.10.2, 0.11.0: each has its own fingerprints), one id at a time;
+    # -k leaves out test_scale_names_follow_the_release, which runs the same probe and fails with it
+    Case(FP8, "vllm_fp8.linear_create_weights", "test_second_weight_load", FP8_LOAD, FP8_LOST),
+    Case(FP8, "vllm_fp8.linear_process_weights", "test_second_weight_load", FP8_LOAD, FP8_LOST),
+    Case(FP8, "vllm_fp8.moe_create_weights", "test_second_weight_load", FP8_LOAD, FP8_LOST),
+    Case(FP8, "vllm_fp8.moe_process_weights", "test_second_weight_load", FP8_LOAD, FP8_LOST),
 ]
 # transformers sets (tests/hf/test_transformers_sets.py): every vLLM env carries a transformers, so each case runs in
 # one env of the patch's transformers era (vllm054: transformers 4.44.1, vllm0110: 4.57.1) to bound CI time
