@@ -35,6 +35,26 @@ NEWEST = "0.33.0"
 MIN_DRIVER = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
 
 
+def _harvested_torch() -> dict:
+    from compat import harvested
+
+    out = {}
+    for v in harvested.releases():
+        h = harvested.load(v)
+        if h is not None and h.release.torch and h.release.torch_cuda and h.arch.torch_cuda:
+            out[(h.release.torch, "cu" + h.release.torch_cuda.replace(".", ""))] = h.arch.torch_cuda
+    return out
+
+
+HARVESTED_TORCH = _harvested_torch()  # (torch, default variant) -> SASS archs of its libtorch_cuda.so
+
+
+def _sass_runs(archs, cc) -> bool:
+    """CUDA binary compatibility: sm_XY code runs on the same major with minor >= Y (harvested torch has no PTX)."""
+    major, minor = (int(x) for x in (cc.split(".") if isinstance(cc, str) else cc))
+    return any(int(a[3:-1]) == major and int(a[-1]) <= minor for a in archs if a[3:].isdigit())
+
+
 def plan_for(name: str, request=None, python="3.11"):
     return planner.make_plan(detect(str(HW / name)), request, python=python, environ={})
 
@@ -67,10 +87,13 @@ def test_every_fixture_plans_or_refuses_clearly(fixture):
     p = planner.make_plan(detect(str(fixture)), None, python="3.11", environ={})
     env = detect(str(fixture))
     from compat import harvested, knowledge
-    # consistency only: the archs come from torch_builds.toml, the table the planner chose the variant from (the
-    # plans' torch 2.10.0 cu128 is neither installed nor harvested here, so there is no outside list to compare)
-    archs = knowledge.torch_archs(p.torch, p.torch_variant)
-    assert all(knowledge.runs_arch(archs, g.compute_capability) for g in env.hardware.gpus)
+    real = HARVESTED_TORCH.get((p.torch, p.torch_variant))
+    if real is not None:  # the archs compiled into that very wheel's libtorch_cuda.so (harvested), not torch_builds
+        for g in env.hardware.gpus:
+            assert _sass_runs(real, g.compute_capability), (p.torch, p.torch_variant, real, g.compute_capability)
+    else:  # consistency only: torch_builds.toml is the table the planner chose the variant from
+        archs = knowledge.torch_archs(p.torch, p.torch_variant)
+        assert all(knowledge.runs_arch(archs, g.compute_capability) for g in env.hardware.gpus)
     need = MIN_DRIVER[cuda_major(p)]
     assert versions.driver_tuple(env.hardware.driver) >= versions.driver_tuple(need), (p.cuda, need)
     h = harvested.load(p.vllm)  # the wheel's own torch pin, where the release was harvested
