@@ -59,7 +59,7 @@ def vllm_release(version: str) -> Optional[Dict[str, Any]]:
 
 def backend_requirements(vllm_version: Optional[str] = None) -> Dict[str, Any]:
     """attention_backends.toml rows; with a vLLM version, `min_sm` is the one that release states (a row's
-    `since` entries raise the floor from a release on, e.g. FLASHINFER needs sm80 from vLLM 0.33.0)."""
+    `since` entries raise the floor from a release on, e.g. FLASHINFER needs sm80 from vLLM 0.24.0)."""
     rows = cast(Dict[str, Any], _table("attention_backends").get("backend", {}))
     if vllm_version is None:
         return rows

@@ -137,7 +137,7 @@ def _signal_end(jobs: queue.Queue[Optional[Dict[str, Any]]]) -> None:
 
 class Walk:
     def __init__(self, rels: List[Dict[str, Any]], private_cache: Path, min_free: float, uv: str,
-                 wait_min: float = 0.0) -> None:
+                 wait_min: float = 0.0, cache_max: float = 0.0) -> None:
         self.rels = rels
         self.private = private_cache
         self.min_free = min_free
@@ -147,6 +147,7 @@ class Walk:
         self.matrix_torch = {M.release(v, table)["torch"] for v in self.matrix_versions}
         self.private_torch: Optional[str] = None
         self.wait_min = wait_min
+        self.cache_max = cache_max
         self.pending = 0  # jobs installed but not yet cleaned up (their envs still on disk)
         self.idle = threading.Condition()
         self.stop = threading.Event()
@@ -193,6 +194,13 @@ class Walk:
             self.drain()
             if self.private.exists():  # wipe before reading free disk: the new group starts from a clean cache
                 self.cache_for(rel)
+        if (rel["torch"] not in self.matrix_torch and self.private.exists() and self.cache_max
+                and du_gb(self.private) > self.cache_max):
+            # each release of a group adds its own flashinfer / cutlass wheels: past the cap, start the cache over
+            self.drain()
+            log(f"private cache {du_gb(self.private):.1f} GB > {self.cache_max} GB: wiping it before {version}")
+            shutil.rmtree(self.private, ignore_errors=True)
+            job["cache_rewiped"] = True
         if free_gb(ROOT) < self.min_free:
             self.drain()  # the previous release's env goes first (the install below then runs alone)
         if free_gb(ROOT) < self.min_free and rel["torch"] not in self.matrix_torch and self.private.exists():
@@ -361,6 +369,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="start no install while less is free (wait --wait-min, then stop)")
     ap.add_argument("--wait-min", type=float, default=10.0,
                     help="minutes to wait for free disk before stopping (default: %(default)s)")
+    ap.add_argument("--cache-max-gb", type=float, default=14.0,
+                    help="wipe the private cache before an install when it holds more (0: never; default %(default)s)")
     ap.add_argument("--cache", type=Path, default=ROOT / ".tox" / "harvest-uv-cache",
                     help="private uv cache for releases whose torch no matrix env uses (wiped on torch change)")
     args = ap.parse_args(argv)
@@ -381,7 +391,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         rels = walk_order(rels, table)
     log(f"walk: {len(rels)} releases, free {free_gb(ROOT):.1f} GB, default cache {default_cache()}, "
         f"private cache {args.cache}")
-    walk = Walk(rels, args.cache, args.min_free_gb, M.uv_bin(), args.wait_min)
+    walk = Walk(rels, args.cache, args.min_free_gb, M.uv_bin(), args.wait_min,
+                args.cache_max_gb)
     t0 = time.monotonic()
     rc = walk.run(args.workers)
     log(f"walk: finished rc={rc} in {time.monotonic() - t0:.0f} s")
