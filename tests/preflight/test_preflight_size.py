@@ -53,6 +53,14 @@ def test_awq_bytes_are_half_a_byte_per_weight_plus_group_scales():
     assert weight_bytes_per_gpu(m, "float16", 1) == pytest.approx(expected, rel=1e-9)
 
 
+def test_awq_bytes_are_the_bytes_the_hub_stores():
+    """Qwen/Qwen2.5-7B-Instruct-AWQ's safetensors headers store 822,033,408 int32 elements (packed 4-bit weights
+    and zeros) and 1,141,306,880 float16 ones (scales, embeddings, lm_head, norms, biases): 5.19 GiB. The
+    arithmetic from config.json must land on that exactly (pins bits, group size and zero points)."""
+    m = load_model(MODELS / "qwen2.5-7b-instruct-awq")
+    assert weight_bytes_per_gpu(m, "float16", 1) == 822_033_408 * 4 + 1_141_306_880 * 2
+
+
 def test_fp8_block_bytes_are_one_byte_plus_a_float32_scale_per_block():
     m = load_model(MODELS / "qwen3-8b-fp8")
     p = params(m)
