@@ -61,10 +61,14 @@ def releases(directory: Optional[Path] = None) -> List[str]:
     return harvested.releases(d) if d.is_dir() else []
 
 
+def _key(version: str, d: Path) -> Tuple[str, str]:
+    return (str(d), str(versions.release(version)))
+
+
 def load(version: str, directory: Optional[Path] = None) -> Optional[ReleaseFacts]:
     """Facts of this release (local tag ignored: 0.6.1.post1+cu118 is 0.6.1.post1), or None without a file."""
     d = directory or HARVEST_DIR
-    key = (str(d), str(versions.release(version)))
+    key = _key(version, d)
     if key not in _cache:
         want = versions.release(version)
         match = next((v for v in releases(d) if versions.release(v) == want), None)
@@ -91,8 +95,7 @@ def first_release(predicate: Callable[[ReleaseFacts], bool], directory: Optional
     for v in releases(directory):
         if after is not None and versions.parse(v) <= versions.release(after):
             continue
-        parsed = (str(d), str(versions.release(v))) in _cache
-        if mentions and not parsed and not _mentions_any(d / f"vllm-{v}.toml", mentions):
+        if mentions and _key(v, d) not in _cache and not _mentions_any(d / f"vllm-{v}.toml", mentions):
             continue
         f = load(v, directory)
         if f is not None and predicate(f):
