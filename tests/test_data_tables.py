@@ -270,6 +270,51 @@ def test_no_backend_exactly_where_the_pinned_torch_has_no_kernels(version):
             assert choose[column], f"{version} {column}: the pinned torch {h.release.torch} runs there"
 
 
+# What each release around the VLLM_ATTENTION_BACKEND -> attention_backend move does, written out from that
+# release's wheel (pip download --no-deps vllm==X, read with unzip -p; no env, no harvest field carries it):
+# (release, env_var_status, config_option, what the wheel's sources show). Both sides of every boundary are here.
+ENV_AND_OPTION_FROM_WHEELS = [
+    ("0.11.1", "read", "",
+     "vllm/attention/selector.py:126 'backend_by_env_var: str | None = envs.VLLM_ATTENTION_BACKEND'; "
+     "vllm/engine/arg_utils.py has no attention_backend field, vllm/config/attention.py does not exist"),
+    ("0.11.2", "read", "",
+     "vllm/attention/selector.py:126 'backend_by_env_var: str | None = envs.VLLM_ATTENTION_BACKEND'; "
+     "vllm/engine/arg_utils.py has no attention_backend field, vllm/config/attention.py does not exist"),
+    ("0.12.0", "read", "",
+     "vllm/attention/selector.py:136 'backend_by_env_var: str | None = envs.VLLM_ATTENTION_BACKEND' (no deprecation, "
+     "only a '_VLLM_V1' suffix warning); vllm/engine/arg_utils.py has only mm_encoder_attn_backend"),
+    ("0.13.0", "deprecated", "attention_backend",
+     "vllm/config/attention.py:93 AttentionConfig.__post_init__ "
+     "'self._set_from_env_if_set(\"backend\", \"VLLM_ATTENTION_BACKEND\")', which warns 'Using %s environment "
+     "variable is deprecated and will be removed in v0.14.0 or v1.0.0'; the selector no longer reads it; "
+     "vllm/engine/arg_utils.py:546 'attention_backend: AttentionBackendEnum | None = AttentionConfig.backend', "
+     ":727 '--attention-backend'"),
+    ("0.14.0", "deprecated", "attention_backend",
+     "vllm/config/attention.py:93 same _set_from_env_if_set(\"backend\", \"VLLM_ATTENTION_BACKEND\") and warning; "
+     "vllm/engine/arg_utils.py:556 'attention_backend: AttentionBackendEnum | None = AttentionConfig.backend'"),
+    ("0.14.1", "deprecated", "attention_backend",
+     "vllm/config/attention.py identical to 0.14.0 (line 93 reads the variable with the warning); "
+     "vllm/engine/arg_utils.py:556 attention_backend"),
+    ("0.15.0", "removed", "attention_backend",
+     "no .py file in the wheel names VLLM_ATTENTION_BACKEND (envs.py and config/attention.py dropped it); "
+     "vllm/engine/arg_utils.py:554 'attention_backend: AttentionBackendEnum | None = AttentionConfig.backend'"),
+    ("0.15.1", "removed", "attention_backend",
+     "no .py file in the wheel names VLLM_ATTENTION_BACKEND; vllm/engine/arg_utils.py:554 attention_backend"),
+    ("0.16.0", "removed", "attention_backend",
+     "no .py file in the wheel names VLLM_ATTENTION_BACKEND; vllm/engine/arg_utils.py:561 attention_backend, "
+     ":760 '--attention-backend'"),
+]
+
+
+@pytest.mark.parametrize("version, status, option, seen", ENV_AND_OPTION_FROM_WHEELS,
+                         ids=[row[0] for row in ENV_AND_OPTION_FROM_WHEELS])
+def test_vllm_env_and_option_match_the_wheels(version, status, option, seen):
+    """The table's env_var_status and config_option agree with what the release's own sources do (see `seen`)."""
+    row = range_for(version)
+    assert (row["env_var"], row["env_var_status"], row["config_option"]) == (
+        "VLLM_ATTENTION_BACKEND", status, option), seen
+
+
 def test_vllm_known_env_and_option_history():
     # written out from the releases' sources (installed wheels): vllm/envs.py (VLLM_USE_V1 default "0" in 0.7.3,
     # "1" in 0.8.2; VLLM_ATTENTION_BACKEND read in 0.10.2, read nowhere in 0.33.0), vllm/engine/arg_utils.py
@@ -284,14 +329,6 @@ def test_vllm_known_env_and_option_history():
     assert "XFORMERS" in range_for("0.8.5")["v0_fallback_backends"]
     assert range_for("0.7.3")["default_engine"] == "v0"
     assert range_for("0.8.2")["default_engine"] == "v1"
-    # not verifiable in an installed wheel here (no env, no harvest of 0.12-0.15): the table's own history, kept
-    # so an edit of these boundaries is deliberate
-    assert range_for("0.12.0")["env_var_status"] == "read"
-    assert range_for("0.13.0")["env_var_status"] == "deprecated"
-    assert range_for("0.14.1")["env_var_status"] == "deprecated"
-    assert range_for("0.15.0")["env_var_status"] == "removed"
-    assert range_for("0.12.0")["config_option"] == ""
-    assert range_for("0.13.0")["config_option"] == "attention_backend"
     # backend names: tests/harvest_tables.py backend_names diffs `names` with every harvested enum
 
 
