@@ -216,6 +216,7 @@ def main() -> int:
     prompts = DataProto.from_dict(tensors={"input_ids": ids, "attention_mask": attn,
                                            "position_ids": compute_position_id_with_mask(attn)},
                                   meta_info={"do_sample": True})
+    torch.manual_seed(0)                           # the sampling in generate
     t = time.time()
     sdpa_before = sdpa["calls"]
     gen = worker.generate_sequences(prompts)

@@ -60,14 +60,16 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 
 # variant:strategy. FSDP1 ("fsdp", verl 0.5.0's default) needs a GPU (verl wraps with sync_module_states=True);
 # FSDP2 ("fsdp2") runs on the CPU too, so the dry run uses it and the device runs both.
+# Per-run limits keep the whole call under the device's 600 s even if one run hangs (150+100+100+150 + install).
 if [ -n "$cpu" ]; then runs="compat:fsdp2 compat-no-attn-set:fsdp2 no-compat:fsdp2"
-else runs="compat:fsdp compat:fsdp2 compat-no-attn-set:fsdp no-compat:fsdp"; fi
+else runs="compat:fsdp no-compat:fsdp compat-no-attn-set:fsdp compat:fsdp2"; fi
 rc=0
 for run in $runs; do
   variant=${run%%:*}; strategy=${run##*:}; name=$variant-$strategy
   echo "== $name"
   if [ "$variant" = compat-no-attn-set ]; then dis=transformers_attn; else dis=""; fi
-  COMPAT_DISABLE_PATCHES=$dis timeout 240 "$PY" "$here/grpo_step.py" $cpu --model "$OUT/tiny-qwen2" \
+  if [ "$variant" = compat ]; then limit=150; else limit=100; fi
+  COMPAT_DISABLE_PATCHES=$dis timeout $limit "$PY" "$here/grpo_step.py" $cpu --model "$OUT/tiny-qwen2" \
     --variant "$variant" --strategy "$strategy" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
   r=$?; grep '^\[grpo_step' "$OUT/$name.log" | tail -n 4; [ $r = 0 ] || { echo "$name exited $r"; rc=1; }
 done
