@@ -16,7 +16,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("m", type=int)
     p.add_argument("n", type=int)
-    p.add_argument("--kernel", default="auto", choices=["auto", "tile", "rowflat"])
+    p.add_argument("--kernel", default="auto", choices=["auto", "tile"])
     p.add_argument("--repeat", type=int, default=4)
     args = p.parse_args()
     import torch

@@ -52,8 +52,6 @@ CHECK_SHAPES = {"odd_300x257": (300, 257), "odd_4097x11009": (4097, 11009), "odd
                 "odd_7x40": (7, 40), "odd_576x7168": (576, 7168)}
 SMOKE_SHAPES = {"smoke_256x384": (256, 384), "smoke_300x257": (300, 257)}
 CONFIGS = [(128, 4), (128, 8), (128, 16), (128, 32), (64, 4), (64, 8), (64, 16), (32, 4), (32, 8)]
-# the ordered kernel (rows not 16-element aligned): (chunk rows, num_warps, lag in stripes)
-ORDERED_CONFIGS = [(32, w, lag) for w in (2, 4, 8) for lag in (2, 4, 8)]  # chunk: unused by the ordered kernel
 GOAL_FRACTION = 0.85  # issue 12.6: every weight of >= GOAL_MIN_NUMEL elements, ragged shapes included
 GOAL_MIN_NUMEL = 4 * 1024 * 1024
 GOAL_SPEEDUP = 10.0
@@ -266,17 +264,15 @@ def run(args, writer: Writer) -> None:
                 q_out = torch.empty((m, n), dtype=torch.float8_e4m3fn, device=dev)
                 s_out = torch.empty(((m + 127) // 128, (n + 127) // 128), dtype=torch.float32, device=dev)
                 configs = {}
-                ordered = tri.uses_rowflat(w, q_out, 128)
-                sweep = ORDERED_CONFIGS if ordered else [(c, wp, None) for c, wp in CONFIGS]
-                for chunk, warps, lag in sweep:
-                    key = f"chunk{chunk}_w{warps}" + (f"_lag{lag}" if lag is not None else "")
+                for chunk, warps in CONFIGS:
+                    key = f"chunk{chunk}_w{warps}"
                     try:
                         q_out.view(torch.uint8).fill_(0x7F)  # poison: NaN code in e4m3fn
                         s_out.fill_(float("nan"))
-                        tri.quantize_triton(w, bs, chunk=chunk, num_warps=warps, out=(q_out, s_out), lag=lag)
+                        tri.quantize_triton(w, bs, chunk=chunk, num_warps=warps, out=(q_out, s_out))
                         check = compare(q_ref, s_ref, q_out, s_out, torch)
                         t = bench(lambda: tri.quantize_triton(w, bs, chunk=chunk, num_warps=warps,
-                                                              out=(q_out, s_out), lag=lag),
+                                                              out=(q_out, s_out)),
                                   torch, warmup=args.warmup, iters=args.iters, flush_buf=flush_buf)
                         t["GBps"] = moved / (t["median_ms"] * 1e-3) / 1e9
                         t["fraction_of_copy_bandwidth"] = t["GBps"] / copy_gbps
@@ -286,34 +282,30 @@ def run(args, writer: Writer) -> None:
                         configs[key] = {"error": repr(exc)[:500]}
                     writer.flush()
                 entry["triton_configs"] = configs
-                if ordered:
-                    # before/after on the same weight: the one-block aligned-window kernel (its default config),
-                    # and the tile kernel (element-wise access on unaligned rows)
+                if tri.uses_rowflat(w, q_out, 128):
+                    # before/after: the tile kernel (element-wise access on unaligned rows) on the same weight
                     cfg = {}
-                    for kern, chunk, warps in (("rowflat", tri.ROWFLAT_CHUNK, tri.ROWFLAT_NUM_WARPS),
-                                               ("tile", 64, 8), ("tile", 128, 8)):
+                    for chunk, warps in ((64, 8), (128, 8)):
                         try:
-                            q_out.view(torch.uint8).fill_(0x7F)
-                            s_out.fill_(float("nan"))
                             t = bench(lambda: tri.quantize_triton(w, bs, chunk=chunk, num_warps=warps,
-                                                                  out=(q_out, s_out), kernel=kern),
+                                                                  out=(q_out, s_out), kernel="tile"),
                                       torch, warmup=args.warmup, iters=args.iters, flush_buf=flush_buf)
                             t["GBps"] = moved / (t["median_ms"] * 1e-3) / 1e9
                             t["fraction_of_copy_bandwidth"] = t["GBps"] / copy_gbps
                             t["check_vs_reference"] = compare(q_ref, s_ref, q_out, s_out, torch)
-                            cfg[f"{kern}_chunk{chunk}_w{warps}"] = t
+                            cfg[f"chunk{chunk}_w{warps}"] = t
                         except Exception as exc:
-                            cfg[f"{kern}_chunk{chunk}_w{warps}"] = {"error": repr(exc)[:500]}
-                    entry["kernels_before"] = cfg
-                entry["kernel"] = "ordered" if ordered else "tile"
+                            cfg[f"chunk{chunk}_w{warps}"] = {"error": repr(exc)[:500]}
+                    entry["tile_kernel_before"] = cfg
+                entry["kernel"] = "rowflat" if tri.uses_rowflat(w, q_out, 128) else "tile"
                 # (--smoke: Triton's interpreter does not round fp8 like the GPU, so checks fail there)
                 timed = {k: v for k, v in configs.items()
                          if "median_ms" in v and (v["check_vs_reference"]["ok"] or args.smoke)}
                 if timed:
                     best_key = min(timed, key=lambda k: timed[k]["median_ms"])
                     best = timed[best_key]
-                    if ordered:
-                        default_key = f"chunk{tri.ORDERED_CHUNK}_w{tri.ORDERED_NUM_WARPS}_lag{tri.ORDERED_LAG}"
+                    if entry.get("kernel") == "rowflat":
+                        default_key = f"chunk{tri.ROWFLAT_CHUNK}_w{tri.ROWFLAT_NUM_WARPS}"
                     else:
                         default_key = f"chunk{min(tri.DEFAULT_CHUNK, 128)}_w{tri.DEFAULT_NUM_WARPS}"
                     default = timed.get(default_key, best)
@@ -394,9 +386,9 @@ def summarize(res: dict) -> None:
     }
 
 
-def _before(entry: dict, kernel: str) -> float:
-    runs = [t["fraction_of_copy_bandwidth"] for k, t in entry.get("kernels_before", {}).items()
-            if k.startswith(kernel + "_") and "fraction_of_copy_bandwidth" in t]
+def _tile_before(entry: dict) -> float:
+    runs = [t["fraction_of_copy_bandwidth"] for t in entry.get("tile_kernel_before", {}).values()
+            if "fraction_of_copy_bandwidth" in t]
     return max(runs) if runs else float("nan")
 
 
@@ -449,7 +441,7 @@ def main(argv=None) -> int:
               f"fused {f.get('GBps', float('nan')):7.0f} GB/s ({f.get('best_config')})  "
               f"frac {f.get('fraction_of_copy_bandwidth', float('nan')):.2f} "
               f"(default {f.get('default_fraction_of_copy_bandwidth', float('nan')):.2f}, "
-              f"before: one-block {_before(v, 'rowflat'):.2f}, tile {_before(v, 'tile'):.2f})  "
+              f"tile before {_tile_before(v):.2f})  "
               f"x eager {f.get('speedup_vs_eager', float('nan')):.1f}  "
               f"x compile {f.get('speedup_vs_compile', float('nan')):.1f}  {v.get('error', '')}")
     bad = [k for k, c in result["checks"].items() if not c.get("ok")]

@@ -29,8 +29,8 @@ import promises  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
-# (shape, kernel the launcher must pick): rows aligned to 16 elements take the tile kernel, others ("rowflat":
-# `uses_rowflat`) the ordered aligned-window kernel; transposed views always take the tile kernel.
+# (shape, kernel the launcher must pick): rows aligned to 16 elements take the tile kernel, others the
+# aligned-window ("rowflat") kernel; transposed views always take the tile kernel.
 INTERP_SHAPES = [((300, 257), "rowflat"), ((257, 300), "rowflat"), ((129, 23), "rowflat"), ((5, 17), "rowflat"),
                  ((200, 131), "rowflat"), ((256, 384), "tile"), ((300, 256), "tile"), ((5, 7), "tile")]
 GPU_SHAPES = [((4097, 11007), "rowflat"), ((11008, 4097), "rowflat"), ((576, 7168), "tile"),
@@ -53,7 +53,7 @@ _INTERPRET_SCRIPT = textwrap.dedent(
             launched.append(self.name)
             return self.kernel[grid]
 
-    for name in ("_block_fp8_kernel", "_block_fp8_rowflat_kernel", "_block_fp8_ordered_kernel"):
+    for name in ("_block_fp8_kernel", "_block_fp8_rowflat_kernel"):
         setattr(tri, name, Recorder(name))
 
     def prescaled(w):
@@ -67,16 +67,13 @@ _INTERPRET_SCRIPT = textwrap.dedent(
         y = (wp.to(torch.float32) * inv[:, None, :, None]).clamp_(-FP8_E4M3_MAX, FP8_E4M3_MAX)
         return y.reshape(mb * 128, nb * 128)[:m, :n]
 
-    def check(w, chunk, expect, kernel="auto", lag=None):
+    def check(w, chunk, expect):
         m, n = w.shape
         q = torch.full((m, n), float("nan"))                       # poisoned: every element must be written
         s = torch.full(((m + 127) // 128, (n + 127) // 128), float("nan"))
         launched.clear()
-        tri.quantize_triton(w, (128, 128), chunk=chunk, out=(q, s), kernel=kernel, lag=lag)
-        if expect == "rowflat" and kernel == "rowflat":
-            expect = "one-block"
-        want = {"tile": "_block_fp8_kernel", "rowflat": "_block_fp8_ordered_kernel",
-                "one-block": "_block_fp8_rowflat_kernel"}[expect]
+        tri.quantize_triton(w, (128, 128), chunk=chunk, out=(q, s))
+        want = {"tile": "_block_fp8_kernel", "rowflat": "_block_fp8_rowflat_kernel"}[expect]
         assert launched == [want], (w.shape, launched, expect)
         qr, sr = quantize_reference_core(w, (128, 128))
         assert torch.equal(sr, s), (w.shape, w.dtype, chunk, "scales")
@@ -95,10 +92,8 @@ _INTERPRET_SCRIPT = textwrap.dedent(
             w[-1, -1] = 3.0                                         # the tensor's last element sets a scale
             if shape[0] >= 128 and shape[1] >= 128:
                 w[:128, :128] = 0                                   # an all-zero block
-            for chunk, lag in ((128, None), (32, 2)):                # lag: the ordered kernel's default and least
-                check(w, chunk, expect, lag=lag)
-            if expect == "rowflat" and i == 0:                       # the one-block window kernel (benchmark's before)
-                check(w, 64, expect, kernel="rowflat")
+            for chunk in (128, 32):
+                check(w, chunk, expect)
     check(torch.randn(257, 300, dtype=torch.bfloat16).t(), 64, "tile")     # strided input
     w = torch.randn(300, 257)
     w[200, 5] = float("nan")
@@ -188,21 +183,15 @@ def test_triton_kernels_bit_equal_on_gpu(dtype):
         if m >= 128 and n >= 128:
             w[:128, :128] = 0
         q = torch.empty((m, n), dtype=torch.float8_e4m3fn, device=dev)
-        s = torch.empty(((m + 127) // 128, (n + 127) // 128), device=dev)
+        q.view(torch.uint8).fill_(0x7F)  # e4m3fn NaN code: every element must be overwritten
+        s = torch.full(((m + 127) // 128, (n + 127) // 128), float("nan"), device=dev)
         assert tri.uses_rowflat(w, q, 128) is (expect == "rowflat"), (m, n)
         assert qmod._pick_impl(w, "auto", (128, 128)) == "triton"
-        refs = [qmod.quantize_reference_core(w.to(d), (128, 128)) for d in (dev, torch.device("cpu"))]
-        # the ordered kernel: its default, the least lag, one walk, and (before) the one-block window kernel;
-        # repeated, since a missing acquire/release between its programs would show as an occasional wrong code
-        variants = [{}] + ([{"lag": 2}, {"chunk": 128, "lag": 8}, {"kernel": "rowflat"}] * 3 if expect == "rowflat"
-                           else [])
-        for kw in variants:
-            q.view(torch.uint8).fill_(0x7F)  # e4m3fn NaN code: every element must be overwritten
-            s.fill_(float("nan"))
-            tri.quantize_triton(w, (128, 128), out=(q, s), **kw)
-            for (qr, sr), ref_dev in zip(refs, ("gpu", "cpu")):  # torch on the GPU, and torch on the CPU
-                assert torch.equal(sr.cpu(), s.cpu()), ((m, n), dtype, ref_dev, kw, "scales")
-                assert torch.equal(qr.view(torch.uint8).cpu(), q.view(torch.uint8).cpu()), ((m, n), dtype, ref_dev, kw)
+        tri.quantize_triton(w, (128, 128), out=(q, s))
+        for ref_dev in (dev, torch.device("cpu")):  # torch on the GPU, and torch on the CPU
+            qr, sr = qmod.quantize_reference_core(w.to(ref_dev), (128, 128))
+            assert torch.equal(sr.cpu(), s.cpu()), ((m, n), dtype, ref_dev, "scales")
+            assert torch.equal(qr.view(torch.uint8).cpu(), q.view(torch.uint8).cpu()), ((m, n), dtype, ref_dev)
     # the public API on the GPU takes the Triton path and refuses NaN
     w = torch.randn(4097, 1001, device=dev).to(dt)
     w[4096, 1000] = float("nan")
