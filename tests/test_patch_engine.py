@@ -469,9 +469,85 @@ def test_shipped_sets_are_well_formed():
     names = [ps.name for ps in all_sets()]
     assert {"vllm07", "vllm082"} <= set(names) and len(names) == len(set(names))
     for ps in all_sets():
-        assert ps.package in ("vllm", "transformers") and ps.ledger and ps.patches
+        assert ps.package in ("vllm", "transformers", "verl") and ps.ledger and ps.patches
         for p in ps.patches:
             assert p.id.startswith(ps.name + ".") and p.why and p.upstream_fix
+
+
+def _provide_set(pkg, name, module):
+    return PatchSet(name="provset", package=pkg, versions=">=1.0,<2", patches=(
+        Patch(id="provset.sub", target=f"{engine.MODULES}:{name}", why="toy", upstream_fix="none", fingerprint=(),
+              make=lambda original: module),
+    ))
+
+
+def test_sys_modules_target_provides_a_dotted_name_without_its_parent(toy):
+    """verl_padding's mechanism: the entry makes `from missing.sub import f` work, while `import missing` and
+    find_spec("missing") keep failing; activation waits for the watched package; revert removes the entry."""
+    import importlib.util
+    import types
+
+    pkg = toy({})
+    missing = "missingpkg_" + uuid.uuid4().hex[:8]
+    module = types.ModuleType("provided")
+    module.f = lambda: "provided"  # type: ignore[attr-defined]
+    ps = _provide_set(pkg, f"{missing}.sub", module)
+    engine.activate({}, sets=[ps])
+    assert f"{missing}.sub" not in sys.modules  # not before the watched package is imported
+    __import__(pkg)
+    assert engine.applied_sets() == ("provset",)
+    ns: dict = {}
+    exec(f"from {missing}.sub import f", ns)
+    assert ns["f"]() == "provided"
+    assert importlib.util.find_spec(missing) is None and missing not in sys.modules
+    with pytest.raises(ImportError):
+        __import__(missing)
+    (row,) = engine.status(sets=[ps])
+    assert row.status == "applied" and f"{missing}.sub provided in sys.modules" in row.reason
+    engine.revert()
+    assert f"{missing}.sub" not in sys.modules
+    with pytest.raises(ImportError):
+        exec(f"from {missing}.sub import f", {})
+
+
+def test_sys_modules_target_is_not_applicable_where_the_real_package_is_installed(toy):
+    import types
+
+    pkg = toy({})
+    other = toy({"sub": "REAL = True\n"})  # the "real" package, installed
+    ps = _provide_set(pkg, f"{other}.sub", types.ModuleType("provided"))
+    (row,) = engine.status(sets=[ps])
+    assert row.status == "not-applicable" and f"{other} is installed" in row.reason
+    engine.activate({}, sets=[ps])
+    __import__(pkg)
+    assert engine.applied_sets() == ()
+    assert __import__(f"{other}.sub", fromlist=["x"]).REAL is True
+
+
+def test_sys_modules_target_refuses_an_entry_already_there_and_the_kill_switch_disables_it(toy, monkeypatch):
+    import types
+
+    pkg = toy({})
+    name = "missingpkg_" + uuid.uuid4().hex[:8] + ".sub"
+    ps = _provide_set(pkg, name, types.ModuleType("provided"))
+    other = types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, name, other)
+    __import__(pkg)
+    assert engine.apply_set(ps) is False and "already imported" in engine.refusals()[0].reason
+    assert sys.modules[name] is other
+    engine.revert()
+    monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setenv("COMPAT_DISABLE_PATCHES", "provset.sub")
+    engine.activate({}, sets=[ps])
+    assert engine.applied_sets() == () and name not in sys.modules
+    (row,) = engine.status(sets=[ps])
+    assert row.status == "disabled"
+
+
+def test_a_sys_modules_target_takes_no_fingerprint():
+    with pytest.raises(ValueError, match="no fingerprint"):
+        Patch(id="x.y", target=f"{engine.MODULES}:a.b", why="", upstream_fix="", fingerprint=fp(CHECK),
+              make=lambda o: o)
 
 
 def test_status_for_a_given_vllm_version_without_vllm():

@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("compat")
 
 DISABLE_ENV = "COMPAT_DISABLE_PATCHES"
+# A Patch whose target is "sys.modules:<dotted.name>" provides an import name that is missing (no code of another
+# project is replaced, so it has no fingerprint): make() returns the module, installed as sys.modules[name] (a dotted
+# name found there is returned by the import system without importing its parent), revert removes it. It is
+# not-applicable where the name's top-level package is installed: the real one serves.
+MODULES = "sys.modules"
 STATUSES = ("applies", "applied", "not-applicable", "refused", "disabled")
 
 
@@ -57,9 +62,30 @@ class Patch:
             raise ValueError(f"{self.id}: target must look like 'pkg.module:Qualified.name', got {self.target!r}")
         if self.versions:
             versions.spec(self.versions)
+        if module == MODULES and self.fingerprints:
+            raise ValueError(f"{self.id}: a {MODULES} target provides a missing module; it has no fingerprint")
         for fp in self.fingerprints:
             if not fp.startswith("sha256:") or len(fp) != len("sha256:") + 16:
                 raise ValueError(f"{self.id}: fingerprint must be 'sha256:' + 16 hex digits, got {fp!r}")
+
+    @property
+    def provides(self) -> str:
+        """The import name a sys.modules target provides ("" for attribute targets)."""
+        module, _, name = self.target.partition(":")
+        return name if module == MODULES else ""
+
+    def needless(self) -> str:
+        """Why this patch is not needed here ("" when it is): a provided name whose real package is installed."""
+        if not self.provides:
+            return ""
+        import importlib.util
+
+        top = self.provides.partition(".")[0]
+        try:
+            found = importlib.util.find_spec(top) is not None
+        except (ImportError, ValueError):
+            found = False
+        return f"{top} is installed: its own {self.provides} serves" if found else ""
 
     @property
     def fingerprints(self) -> Tuple[str, ...]:
@@ -159,6 +185,8 @@ class Target:
 def resolve(target: str) -> Target:
     """Import the target's module and find the object; ImportError/AttributeError when it is missing."""
     module_name, _, qual = target.partition(":")
+    if module_name == MODULES:  # imports nothing: the entry is what is replaced
+        return Target(sys.modules, qual, sys.modules.get(qual), qual in sys.modules)
     obj: object = importlib.import_module(module_name)
     parts = qual.split(".")
     for part in parts[:-1]:
@@ -175,6 +203,11 @@ def resolve(target: str) -> Target:
 def check_target(ps: PatchSet, patch: Patch) -> Tuple[Optional[Target], str]:
     """(target, "") when the target exists and matches a verified fingerprint, else (None, refusal reason)."""
     disable = f"upgrade compat or disable with {DISABLE_ENV}={patch.id}"
+    if patch.provides:
+        target = resolve(patch.target)
+        if target.own:
+            return None, f"{patch.provides} is already imported ({target.original!r}); {disable}"
+        return target, ""
     try:
         target = resolve(patch.target)
     except Exception as exc:  # ImportError, AttributeError, anything a broken module raises
@@ -200,7 +233,7 @@ def check_target(ps: PatchSet, patch: Patch) -> Tuple[Optional[Target], str]:
 @dataclass(frozen=True)
 class _Undo:
     patch_id: str
-    mode: str  # "code": __code__ swapped on `func`; "attr": owner.attr replaced
+    mode: str  # "code": __code__ swapped on `func`; "attr": owner.attr replaced; "item": sys.modules[attr] set
     owner: object = None
     attr: str = ""
     original: object = None
@@ -227,6 +260,10 @@ def _swappable(original: object, replacement: object) -> Optional[types.Function
 
 
 def _install(patch: Patch, target: Target, replacement: object) -> _Undo:
+    if patch.provides:
+        sys.modules[target.attr] = replacement  # type: ignore[assignment]
+        return _Undo(patch.id, "item", owner=sys.modules, attr=target.attr, original=target.original,
+                     own=target.own, replacement=replacement)
     fn = _swappable(target.original, replacement)
     if fn is not None:
         undo = _Undo(patch.id, "code", func=fn, code=fn.__code__, replacement=replacement)
@@ -246,6 +283,11 @@ def _install(patch: Patch, target: Target, replacement: object) -> _Undo:
 def _undo(u: _Undo) -> None:
     if u.mode == "code":
         u.func.__code__ = u.code  # type: ignore[union-attr,misc]
+    elif u.mode == "item":
+        if u.own:
+            sys.modules[u.attr] = u.original  # type: ignore[assignment]
+        elif sys.modules.get(u.attr) is u.replacement:
+            del sys.modules[u.attr]
     elif u.own:
         setattr(u.owner, u.attr, u.original)
     else:
@@ -331,6 +373,10 @@ def decide(ps: PatchSet, version: Optional[str], switches: Mapping[str, object],
     live = [p for p in ps.patches if p.fits(version)]
     if ps.patches and not live:
         return "not-applicable", f"no patch of {ps.name} is for {ps.package} {version}"
+    needed = [p for p in live if not p.needless()]
+    if live and not needed:
+        return "not-applicable", live[0].needless()
+    live = needed
     if live and all(is_disabled(ps, p, disabled) for p in live):
         return "disabled", f"{DISABLE_ENV}={os.environ.get(DISABLE_ENV, '') or 'set by setup()'}"
     return "applies", ""
@@ -375,7 +421,7 @@ def apply_set(ps: PatchSet, *, explicit: bool = False, disabled: Optional[Frozen
         if ps.name in _refusals and not explicit:
             return False
         version = installed_version(ps.package)
-        todo = [p for p in ps.patches if not is_disabled(ps, p, disabled) and p.fits(version)]
+        todo = [p for p in ps.patches if not is_disabled(ps, p, disabled) and p.fits(version) and not p.needless()]
         if not todo:
             return False
         failed: Optional[Patch] = None
@@ -537,7 +583,8 @@ def status(vllm_version: Optional[str] = None, switches: Optional[Mapping[str, o
                 return PatchStatus(p.id, ps.name, p.versions or ps.versions, state, reason, p.target)
 
             if p.id in undos:
-                how = "code swapped in place" if undos[p.id].mode == "code" else "attribute replaced"
+                how = {"code": "code swapped in place", "item": f"{p.provides} provided in sys.modules"}.get(
+                    undos[p.id].mode, "attribute replaced")
                 out.append(row("applied", f"applied in this process ({how})"))
             elif is_disabled(ps, p, disabled):
                 out.append(row("disabled", f"{DISABLE_ENV}={os.environ.get(DISABLE_ENV, '') or 'set by setup()'}"))
@@ -545,6 +592,8 @@ def status(vllm_version: Optional[str] = None, switches: Optional[Mapping[str, o
                 out.append(row(state, why))
             elif not p.fits(version):
                 out.append(row("not-applicable", f"{ps.package} {version} is outside this patch's {p.versions}"))
+            elif p.needless():
+                out.append(row("not-applicable", p.needless()))
             elif refusal is not None:
                 out.append(row("refused", refusal.reason))
             else:

@@ -1,0 +1,89 @@
+"""Pure-torch `flash_attn.bert_padding` for machines without flash-attn (the verl_padding patch set installs it).
+
+verl 0.4.0 - 0.6.1 import `index_first_axis, pad_input, rearrange, unpad_input` from flash_attn.bert_padding at
+module import on every CUDA machine (compat/data/verl.toml `bert_padding_imports`), so without flash-attn its
+workers cannot even be imported. These functions have the semantics of flash-attn 2.x flash_attn/bert_padding.py
+(2.6+ signatures: unpad_input returns 5 values; every verl caller unpacks `..., *_`), written with plain torch
+indexing, which autograd differentiates (flash-attn uses gather/scatter autograd Functions for speed).
+
+Imports no torch itself (tensor methods; torch where a function runs), so the set installs it at no cost and the
+quick env (no torch) can read PATTERNS.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["index_first_axis", "index_put_first_axis", "pad_input", "rearrange", "unpad_input"]
+
+log = logging.getLogger("compat")
+
+# einops.rearrange where einops is installed (flash-attn re-exports einops' own); else the patterns verl calls it
+# with (verl 0.4.0 - 0.6.1 dp_actor.py / dp_critic.py / fsdp_workers.py / fsdp_sft_trainer.py / engine_impl.py)
+# and the one pad_input needs.
+_einops: Optional[Callable[..., Any]]
+try:
+    _einops = importlib.import_module("einops").rearrange
+except ImportError:
+    _einops = None
+
+PATTERNS = ("b s ... -> (b s) ...", "c b s ... -> (b s) c ...", "(b s) ... -> b s ...")
+_warned = False
+
+
+def rearrange(tensor: torch.Tensor, pattern: str, **axes: int) -> torch.Tensor:
+    """einops.rearrange when einops is installed; else exactly the patterns verl uses (ValueError for others)."""
+    if _einops is not None:
+        return _einops(tensor, pattern, **axes)  # type: ignore[no-any-return]
+    p = " ".join(pattern.split())
+    if p == PATTERNS[0] and not axes:
+        return tensor.flatten(0, 1)
+    if p == PATTERNS[1] and not axes:
+        return tensor.permute(1, 2, 0, *range(3, tensor.dim())).flatten(0, 1)
+    if p == PATTERNS[2] and set(axes) == {"b"}:
+        return tensor.reshape(axes["b"], -1, *tensor.shape[1:])
+    raise ValueError(f"compat's einops-free rearrange supports only {', '.join(map(repr, PATTERNS))} (the ones "
+                     f"verl uses), got {pattern!r} {axes or ''}; install einops for the rest")
+
+
+def index_first_axis(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Rows `indices` of the first axis: (N, ...) -> (len(indices), ...)."""
+    return tensor[indices]
+
+
+def index_put_first_axis(values: torch.Tensor, indices: torch.Tensor, first_axis_dim: int) -> torch.Tensor:
+    """Zeros of (first_axis_dim, ...) with `values` at rows `indices` (the inverse of index_first_axis)."""
+    out = values.new_zeros((first_axis_dim, *values.shape[1:]))
+    return out.index_put((indices,), values)
+
+
+def unpad_input(hidden_states: torch.Tensor, attention_mask: torch.Tensor, unused_mask: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
+    """(batch, seqlen, ...) + mask (batch, seqlen) -> (tokens (nnz, ...), indices (nnz,) into batch*seqlen,
+    cu_seqlens (batch+1,) int32, max_seqlen_in_batch int, seqused (batch,) int32): flash-attn 2.6+'s five values.
+    `unused_mask` (2.6+): tokens kept in the packed tensor but not counted in seqused."""
+    global _warned
+    if not _warned:
+        _warned = True
+        log.warning("compat: verl's remove-padding path runs on compat's pure-torch flash_attn.bert_padding (no "
+                    "flash-attn here); packed sequences need a varlen attention: keep use_remove_padding=False "
+                    "(python -m compat verl-overrides sets it)")
+    import torch
+
+    masks = attention_mask + unused_mask if unused_mask is not None else attention_mask
+    seqlens = masks.sum(dim=-1, dtype=torch.int32)
+    used = attention_mask.sum(dim=-1, dtype=torch.int32)
+    indices = torch.nonzero(masks.flatten(), as_tuple=False).flatten()
+    max_seqlen = int(seqlens.max().item())
+    cu_seqlens = torch.nn.functional.pad(torch.cumsum(seqlens, dim=0, dtype=torch.int32), (1, 0))
+    return index_first_axis(hidden_states.flatten(0, 1), indices), indices, cu_seqlens, max_seqlen, used
+
+
+def pad_input(hidden_states: torch.Tensor, indices: torch.Tensor, batch: int, seqlen: int) -> torch.Tensor:
+    """(nnz, ...) back to (batch, seqlen, ...), zeros where the mask was 0 (the inverse of unpad_input)."""
+    return index_put_first_axis(hidden_states, indices, batch * seqlen).reshape(batch, seqlen, *hidden_states.shape[1:])

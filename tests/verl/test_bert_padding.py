@@ -1,0 +1,176 @@
+"""verl on a CUDA machine without flash-attn: its worker modules import flash_attn.bert_padding at module import
+(0.4.0 - 0.6.1, compat/data/verl.toml `bert_padding_*`); compat's verl_padding set provides it (compat/hf/
+bert_padding.py). Found by the first real GPU run (docs/validation/2026-12-01-h200-verl/); the CPU matrix could not
+see it because verl only takes that import where torch.cuda.is_available().
+
+Stand-in (the hardware edge): in tests/verl/padding_driver.py's fresh process torch.cuda.is_available is `lambda:
+True` before verl is imported; everything else is the release's own code. The functions themselves are checked
+against flash-attn 2.x's semantics here and, through verl's own log_probs_from_logits_response_rmpad, in the driver.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from vhelp import HERE, ROOT, clean_env, verl_version
+
+from compat import versions
+from compat.hf import bert_padding as bp
+
+NO_FLASH = "No module named 'flash_attn'"
+
+
+def table_row() -> dict:
+    from compat._toml import load_data
+
+    v = versions.release(verl_version())
+    return next(r for r in load_data("verl")["release"] if versions.release(r["version"]) == v)
+
+
+def worker_modules() -> list:
+    """The worker modules of this release that take the import at module level (table: bert_padding_source)."""
+    if versions.parse(verl_version()) < versions.parse("0.6.0"):
+        return ["verl.workers.actor.dp_actor", "verl.workers.critic.dp_critic"]
+    if versions.parse(verl_version()) < versions.parse("0.7.0"):
+        return ["verl.workers.roles.utils.padding", "verl.workers.actor.dp_actor"]
+    return ["verl.utils.attention_utils", "verl.workers.utils.padding"]  # 0.7.0+: dp_actor.py is gone in 0.8.0
+
+
+def drive(mode: str, **env: str) -> dict:
+    out = Path(tempfile.mkdtemp(prefix="vpad")) / "out.json"
+    proc = subprocess.run([sys.executable, str(HERE / "padding_driver.py"), str(out), mode, *worker_modules()],
+                          cwd=ROOT, env=clean_env(**env), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and out.exists(), proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def bare() -> dict:
+    return drive("bare")
+
+
+@pytest.fixture(scope="module")
+def with_compat() -> dict:
+    return drive("compat")
+
+
+def test_without_compat_the_workers_die_on_a_cuda_machine(bare):
+    """The failure the GPU run hit, reproduced in the release: fails without the patch (0.4.0 - 0.6.1)."""
+    assert bare["is_cuda_available"] is True
+    if table_row()["bert_padding_at_import"]:
+        assert bare["error"] and NO_FLASH in bare["error"], bare
+    else:
+        assert bare["error"] is None, bare  # 0.7.0+: nothing to provide, and the set stays out
+    assert bare["entry"] is None
+
+
+def test_the_kill_switch_brings_the_failure_back():
+    res = drive("compat", COMPAT_DISABLE_PATCHES="verl_padding.bert_padding")
+    if table_row()["bert_padding_at_import"]:
+        assert res["error"] and NO_FLASH in res["error"], res
+        assert res["status"] == {"verl_padding.bert_padding": "disabled"}
+    assert res["entry"] is None
+
+
+def test_with_compat_the_workers_import_and_flash_attn_stays_absent(with_compat):
+    res = with_compat
+    assert res["error"] is None, res.get("trace")
+    assert res["imported"] == worker_modules()
+    if table_row()["bert_padding_at_import"]:
+        assert res["entry"] == "compat.hf.bert_padding"
+        assert res["status"] == {"verl_padding.bert_padding": "applied"}
+    else:
+        assert res["entry"] is None and res["status"] == {"verl_padding.bert_padding": "not-applicable"}
+    # the provided submodule does not make flash-attn look installed to anyone
+    assert res["find_spec_flash_attn"] is False
+    assert NO_FLASH in res["import_flash_attn"]
+    assert res["fa2_available"] is False
+    assert res["entry_after_revert"] is False
+
+
+def test_verls_own_rmpad_logprobs_match_its_padded_ones_on_compats_functions(with_compat):
+    """verl's utils/torch_functional.log_probs_from_logits_response_rmpad imports pad_input/unpad_input from
+    flash_attn.bert_padding when called; with compat's it equals verl's padded logprobs_from_logits. On 0.7.0+
+    (outside the set) that call still fails loudly: compat provides nothing there."""
+    if not table_row()["bert_padding_at_import"]:
+        assert NO_FLASH in with_compat["rmpad_error"], with_compat
+        return
+    assert with_compat.get("rmpad_error") is None, with_compat
+    assert with_compat["rmpad_max_err"] < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the functions, against flash-attn 2.x flash_attn/bert_padding.py semantics
+
+MASK = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1]])
+
+
+def test_unpad_input_known_mask():
+    x = torch.arange(3 * 4 * 2, dtype=torch.float32).reshape(3, 4, 2)
+    packed, indices, cu, maxlen, used = bp.unpad_input(x, MASK)
+    assert indices.tolist() == [0, 1, 5, 6, 7, 8, 9, 10, 11]
+    assert cu.tolist() == [0, 2, 5, 9] and cu.dtype == torch.int32
+    assert maxlen == 4 and isinstance(maxlen, int)
+    assert used.tolist() == [2, 3, 4] and used.dtype == torch.int32
+    assert torch.equal(packed, x.reshape(12, 2)[indices])
+
+
+def test_unpad_input_unused_mask_counts_in_the_pack_not_in_seqused():
+    unused = torch.tensor([[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    _, indices, cu, maxlen, used = bp.unpad_input(torch.zeros(3, 4, 1), MASK, unused)
+    assert indices.tolist() == [0, 1, 2, 5, 6, 7, 8, 9, 10, 11]
+    assert cu.tolist() == [0, 3, 6, 10] and used.tolist() == [2, 3, 4] and maxlen == 4
+
+
+def test_pad_of_unpad_is_the_input_with_zeros_at_padding():
+    x = torch.randn(3, 4, 5, 2)
+    packed, indices, *_ = bp.unpad_input(x, MASK)  # how every verl release unpacks it
+    back = bp.pad_input(packed, indices, 3, 4)
+    assert back.shape == x.shape
+    assert torch.equal(back, x * MASK[:, :, None, None])
+
+
+def test_gradients_flow_through_index_first_axis_and_pad_input():
+    x = torch.randn(3, 4, 2, requires_grad=True)
+    w = torch.randn(3, 4, 2)
+    packed, indices, *_ = bp.unpad_input(x, MASK)
+    (bp.pad_input(packed * 2, indices, 3, 4) * w).sum().backward()
+    assert torch.allclose(x.grad, 2 * w * MASK[:, :, None])
+    y = torch.randn(6, 3, requires_grad=True)
+    bp.index_first_axis(y, torch.tensor([4, 1, 4])).sum().backward()
+    assert y.grad[:, 0].tolist() == [0, 1, 0, 0, 2, 0]
+
+
+@pytest.mark.parametrize("use_einops", [False, True])
+def test_rearrange_patterns_verl_uses(monkeypatch, use_einops):
+    """The einops-free patterns; where einops is installed the same checks hold for einops' own rearrange."""
+    if not use_einops:
+        monkeypatch.setattr(bp, "_einops", None)
+    x = torch.arange(2 * 3 * 4).reshape(2, 3, 4)
+    assert torch.equal(bp.rearrange(x, "b s ... -> (b s) ..."), x.reshape(6, 4))
+    # (c b s) -> ((b s) c): row b*s_len+s, column c holds x[c, b, s] (verl's mrope position_ids, qwen2-vl)
+    y = bp.rearrange(x, "c b s ... -> (b s) c ...")
+    assert y.shape == (12, 2) and all(y[b * 4 + s, c] == x[c, b, s] for c in range(2) for b in range(3)
+                                      for s in range(4))
+    assert torch.equal(bp.rearrange(x.reshape(6, 4), "(b s) ... -> b s ...", b=2), x.reshape(2, 3, 4))
+
+
+def test_rearrange_fallback_refuses_other_patterns(monkeypatch):
+    monkeypatch.setattr(bp, "_einops", None)
+    with pytest.raises(ValueError, match="install einops"):
+        bp.rearrange(torch.zeros(2, 3), "a b -> b a")
+
+
+def test_the_table_lists_exactly_the_patterns_of_the_fallback():
+    assert set(table_row()["bert_padding_rearrange"]) <= set(bp.PATTERNS)
+
+
+def test_every_name_the_release_takes_is_provided():
+    for name in table_row()["bert_padding_names"] + ["index_first_axis", "pad_input", "rearrange", "unpad_input"]:
+        assert callable(getattr(bp, name)), name
