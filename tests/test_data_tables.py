@@ -468,3 +468,23 @@ def test_matrix_vkey_orders_like_pep440_with_and_without_packaging(monkeypatch):
         matrix._vkey("0.11.0rc1")
     with pytest.raises(ValueError, match="not a version"):
         matrix._vkey("seven")
+
+
+# ---------------------------------------------------------------- verl.toml: flash_attn.bert_padding at import
+
+def test_verl_padding_set_covers_exactly_the_releases_that_import_bert_padding():
+    """The verl_padding patch set's range is the data: the releases whose modules import flash_attn.bert_padding at
+    module import on CUDA (read from each wheel, bert_padding_source); the others must stay outside it."""
+    from compat.hf.bert_padding import PATTERNS
+    from compat.patches.sets import get
+
+    spec = SpecifierSet(get("verl_padding").versions)
+    for rel in load("verl.toml")["release"]:
+        v = rel["version"]
+        assert rel["bert_padding_source"].startswith(f"verl {v} wheel"), v
+        assert spec.contains(v) == rel["bert_padding_at_import"], v
+        if rel["bert_padding_at_import"]:
+            assert {"pad_input", "unpad_input"} <= set(rel["bert_padding_names"]), v
+            assert set(rel["bert_padding_rearrange"]) <= set(PATTERNS), v
+        else:
+            assert rel["bert_padding_names"] == [] and rel["bert_padding_rearrange"] == [], v

@@ -16,12 +16,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from vhelp import HERE, ROOT, clean_env, verl_version
 
 from compat import versions
 from compat.hf import bert_padding as bp
+
+torch = pytest.importorskip("torch")  # every verl env has it (COMPAT_PROMISES torch); the quick env does not
 
 NO_FLASH = "No module named 'flash_attn'"
 

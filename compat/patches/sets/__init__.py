@@ -19,6 +19,7 @@ SET_MODULES: Tuple[str, ...] = (
     "vllm_fp8",
     "transformers_attn",
     "transformers_dtype",
+    "verl_padding",
 )
 
 
