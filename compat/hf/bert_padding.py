@@ -3,8 +3,11 @@
 verl 0.4.0 - 0.6.1 import `index_first_axis, pad_input, rearrange, unpad_input` from flash_attn.bert_padding at
 module import on every CUDA machine (compat/data/verl.toml `bert_padding_imports`), so without flash-attn its
 workers cannot even be imported. These functions have the semantics of flash-attn 2.x flash_attn/bert_padding.py
-(2.6+ signatures: unpad_input returns 5 values; every verl caller unpacks `..., *_`), written with plain torch
-indexing, which autograd differentiates (flash-attn uses gather/scatter autograd Functions for speed).
+(Dao-AILab/flash-attention; the 2.6+ signatures: unpad_input(hidden_states, attention_mask, unused_mask=None)
+returns (packed, indices, cu_seqlens, max_seqlen_in_batch, seqused), 4 values before; every verl caller unpacks
+`x, indices, *_` or `x, indices, cu_seqlens, *_`, so both fit), written with plain torch indexing, which autograd
+differentiates (flash-attn uses gather/scatter autograd Functions for speed; they agree for the distinct indices
+unpad_input makes).
 
 Imports no torch itself (tensor methods; torch where a function runs), so the set installs it at no cost and the
 quick env (no torch) can read PATTERNS.
