@@ -4,7 +4,8 @@ exactly the named tests must fail, for the named reason (the patched bug's messa
 child ran must pass. The test files read the kill switch at import and hand it to their probes / fixtures (the
 suite's autouse fixture clears COMPAT_* inside each test, so it is set here only in the child's environment).
 
-Every patch id of every set compat ships has its own case (test_every_patch_has_its_own_fail_without_case): the
+Every patch id of every set compat ships has its own case (test_every_patch_has_its_own_fail_without_case; ids
+proven in another matrix, e.g. verl_padding in the verl envs, are named in ELSEWHERE with their test): the
 rest of its set still applies, so each case proves that patch alone. A case selects the test that exercises its
 patch with `-k` where other tests of the file assert the whole set (e.g. that every patch reports `applied`).
 The vLLM sets' cases run in every env whose release the set patches. The transformers sets' cases run in one env
@@ -93,6 +94,11 @@ CASES += [
         "'verl_from_config', {'attn': 'sdpa', 'dtypes': ['bfloat16']", vllm="==0.5.4"),
 ]
 SETS = {ps.name: ps for ps in all_sets()}
+# ids whose fail-without case runs in another matrix (the verl envs: their release, not a vLLM one): the test that
+# switches the patch off there and asserts the patched failure, as "file::test"
+ELSEWHERE = {
+    "verl_padding.bert_padding": "tests/verl/test_bert_padding.py::test_the_kill_switch_brings_the_failure_back",
+}
 
 
 def _set_of(case: Case):
@@ -101,9 +107,13 @@ def _set_of(case: Case):
 
 def test_every_patch_has_its_own_fail_without_case():
     """Each patch id of every set compat ships (compat.patches.sets.all_sets) is switched off alone by one case."""
-    covered = {c.disable for c in CASES if "." in c.disable}
+    covered = {c.disable for c in CASES if "." in c.disable} | set(ELSEWHERE)
     missing = [p.id for ps in SETS.values() for p in ps.patches if p.id not in covered]
     assert not missing, f"no fail-without case for {missing}: add a Case in {Path(__file__).name}"
+    for pid, where in ELSEWHERE.items():  # the test named there exists and switches exactly this id off
+        path, _, name = where.partition("::")
+        text = (ROOT / path).read_text()
+        assert f"def {name}(" in text and f'COMPAT_DISABLE_PATCHES="{pid}"' in text, (pid, where)
     assert all(c.disable in {p.id for p in _set_of(c).patches} | {_set_of(c).name} for c in CASES)  # no stale ids
 
 
