@@ -492,6 +492,8 @@ def test_sys_modules_target_provides_a_dotted_name_without_its_parent(toy):
     module = types.ModuleType("provided")
     module.f = lambda: "provided"  # type: ignore[attr-defined]
     ps = _provide_set(pkg, f"{missing}.sub", module)
+    (row,) = engine.status(sets=[ps], verify=True)  # nothing to verify: no fingerprint is claimed
+    assert row.status == "applies" and "fingerprint" not in row.reason and "provided when" in row.reason, row
     engine.activate({}, sets=[ps])
     assert f"{missing}.sub" not in sys.modules  # not before the watched package is imported
     __import__(pkg)

@@ -1,7 +1,7 @@
 """Pure-torch `flash_attn.bert_padding` for machines without flash-attn (the verl_padding patch set installs it).
 
 verl 0.4.0 - 0.6.1 import `index_first_axis, pad_input, rearrange, unpad_input` from flash_attn.bert_padding at
-module import on every CUDA machine (compat/data/verl.toml `bert_padding_imports`), so without flash-attn its
+module import on every CUDA machine (compat/data/verl.toml `bert_padding_*`), so without flash-attn its
 workers cannot even be imported. These functions have the semantics of flash-attn 2.x flash_attn/bert_padding.py
 (Dao-AILab/flash-attention; the 2.6+ signatures: unpad_input(hidden_states, attention_mask, unused_mask=None)
 returns (packed, indices, cu_seqlens, max_seqlen_in_batch, seqused), 4 values before; every verl caller unpacks

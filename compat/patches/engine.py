@@ -603,7 +603,8 @@ def status(vllm_version: Optional[str] = None, switches: Optional[Mapping[str, o
                     if target is None:
                         out.append(row("refused", reason))
                         continue
-                    reason = "target verified (fingerprint matches)"
+                    reason = (f"{p.provides} is not imported: provided when {ps.module} is imported" if p.provides
+                              else "target verified (fingerprint matches)")  # a sys.modules target has no fingerprint
                 elif given is not None and not here:
                     reason = f"would apply to {ps.package} {given}"
                 else:
