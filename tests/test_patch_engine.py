@@ -524,6 +524,9 @@ def test_sys_modules_target_is_not_applicable_where_the_real_package_is_installe
     __import__(pkg)
     assert engine.applied_sets() == ()
     assert __import__(f"{other}.sub", fromlist=["x"]).REAL is True
+    engine.revert()
+    with pytest.raises(PatchError, match=f"{other} is installed"):  # asked for by name: the error says why not
+        engine.activate({}, explicit={"provset"}, sets=[ps])
 
 
 def test_sys_modules_target_refuses_an_entry_already_there_and_the_kill_switch_disables_it(toy, monkeypatch):

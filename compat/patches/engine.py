@@ -466,7 +466,7 @@ def _wanted(ps: PatchSet, cfg: _Config, disabled: FrozenSet[str]) -> bool:
     version = installed_version(ps.package)
     state, reason = decide(ps, version, cfg.switches, explicit, disabled)
     if state == "not-applicable" and explicit:
-        raise PatchError(f"patch set {ps.name} is for {ps.package}{ps.versions}; installed: {version}")
+        raise PatchError(f"patch set {ps.name} is for {ps.package}{ps.versions}; installed: {version} ({reason})")
     if state == "disabled" and explicit:
         log.warning("compat: patch set %s was asked for but %s disables it", ps.name, DISABLE_ENV)
     return state == "applies"
