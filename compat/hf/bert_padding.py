@@ -9,6 +9,9 @@ returns (packed, indices, cu_seqlens, max_seqlen_in_batch, seqused), 4 values be
 differentiates (flash-attn uses gather/scatter autograd Functions for speed; they agree for the distinct indices
 unpad_input makes).
 
+`unpad_input` itself refuses with a CompatError: each verl caller packs sequences for a model forward, and without
+flash-attn's varlen kernels sdpa/eager attend across the pack (silently wrong training); `unpad` has its math.
+
 Imports no torch itself (tensor methods; torch where a function runs), so the set installs it at no cost and the
 quick env (no torch) can read PATTERNS.
 """
@@ -16,15 +19,12 @@ quick env (no torch) can read PATTERNS.
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["index_first_axis", "index_put_first_axis", "pad_input", "rearrange", "unpad_input"]
-
-log = logging.getLogger("compat")
+__all__ = ["index_first_axis", "index_put_first_axis", "pad_input", "rearrange", "unpad", "unpad_input"]
 
 # einops.rearrange where einops is installed (flash-attn re-exports einops' own); else the patterns verl calls it
 # with (verl 0.4.0 - 0.6.1 dp_actor.py / dp_critic.py / fsdp_workers.py / fsdp_sft_trainer.py / engine_impl.py)
@@ -36,7 +36,6 @@ except ImportError:
     _einops = None
 
 PATTERNS = ("b s ... -> (b s) ...", "c b s ... -> (b s) c ...", "(b s) ... -> b s ...")
-_warned = False
 
 
 def rearrange(tensor: torch.Tensor, pattern: str, **axes: int) -> torch.Tensor:
@@ -65,17 +64,29 @@ def index_put_first_axis(values: torch.Tensor, indices: torch.Tensor, first_axis
     return out.index_put((indices,), values)
 
 
+PACKED_REFUSAL = (
+    "compat: verl's remove-padding path packs several sequences into one row, and without flash-attn the model's "
+    "attention (sdpa/eager) attends across them (tests/verl/test_bert_padding.py measures it in transformers "
+    "itself), so the training would be silently wrong. Set actor_rollout_ref.model.use_remove_padding=False and "
+    "critic.model.use_remove_padding=False (`python -m compat verl-overrides` prints them), or install a "
+    "flash-attn that fits this machine (`python -m compat plan`)")
+
+
 def unpad_input(hidden_states: torch.Tensor, attention_mask: torch.Tensor, unused_mask: Optional[torch.Tensor] = None
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
-    """(batch, seqlen, ...) + mask (batch, seqlen) -> (tokens (nnz, ...), indices (nnz,) into batch*seqlen,
-    cu_seqlens (batch+1,) int32, max_seqlen_in_batch int, seqused (batch,) int32): flash-attn 2.6+'s five values.
-    `unused_mask` (2.6+): tokens kept in the packed tensor but not counted in seqused."""
-    global _warned
-    if not _warned:
-        _warned = True
-        log.warning("compat: verl's remove-padding path runs on compat's pure-torch flash_attn.bert_padding (no "
-                    "flash-attn here); packed sequences need a varlen attention: keep use_remove_padding=False "
-                    "(python -m compat verl-overrides sets it)")
+    """Refused (CompatError): every verl 0.4.0 - 0.6.1 caller packs sequences for a model forward that, without
+    flash-attn's varlen kernels, mixes them. The import succeeds (that is the set's job); a call says what to do."""
+    from ..errors import CompatError
+
+    raise CompatError(PACKED_REFUSAL)
+
+
+def unpad(hidden_states: torch.Tensor, attention_mask: torch.Tensor, unused_mask: Optional[torch.Tensor] = None
+          ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
+    """flash-attn 2.6+'s unpad_input: (batch, seqlen, ...) + mask (batch, seqlen) -> (tokens (nnz, ...), indices
+    (nnz,) into batch*seqlen, cu_seqlens (batch+1,) int32, max_seqlen_in_batch int, seqused (batch,) int32).
+    `unused_mask` (2.6+): tokens kept in the packed tensor but not counted in seqused. Not exported under
+    flash_attn's name (see unpad_input); for code that packs without attention across the pack."""
     import torch
 
     masks = attention_mask + unused_mask if unused_mask is not None else attention_mask

@@ -5,7 +5,8 @@ see it because verl only takes that import where torch.cuda.is_available().
 
 Stand-in (the hardware edge): in tests/verl/padding_driver.py's fresh process torch.cuda.is_available is `lambda:
 True` before verl is imported; everything else is the release's own code. The functions themselves are checked
-against flash-attn 2.x's semantics here and, through verl's own log_probs_from_logits_response_rmpad, in the driver.
+against flash-attn 2.x's semantics here and, through verl's own log_probs_from_logits_response_rmpad, in the driver;
+unpad_input itself refuses (packed sequences mix under sdpa/eager: measured below in transformers).
 """
 from __future__ import annotations
 
@@ -96,15 +97,44 @@ def test_with_compat_the_workers_import_and_flash_attn_stays_absent(with_compat)
     assert res["entry_after_revert"] is False
 
 
-def test_verls_own_rmpad_logprobs_match_its_padded_ones_on_compats_functions(with_compat):
+def test_verls_remove_padding_path_is_refused_and_the_math_matches(with_compat):
     """verl's utils/torch_functional.log_probs_from_logits_response_rmpad imports pad_input/unpad_input from
-    flash_attn.bert_padding when called; with compat's it equals verl's padded logprobs_from_logits. On 0.7.0+
-    (outside the set) that call still fails loudly: compat provides nothing there."""
+    flash_attn.bert_padding when called: compat's unpad_input refuses (packed sequences, see the next test) with
+    what to do; with compat's `unpad` in its place the result equals verl's padded logprobs_from_logits (the
+    math is flash-attn's). On 0.7.0+ (outside the set) that call still fails loudly: compat provides nothing."""
     if not table_row()["bert_padding_at_import"]:
         assert NO_FLASH in with_compat["rmpad_error"], with_compat
         return
-    assert with_compat.get("rmpad_error") is None and "rmpad_max_err" in with_compat, with_compat
+    assert "use_remove_padding=False" in (with_compat.get("rmpad_error") or ""), with_compat
+    assert "rmpad_max_err" in with_compat, with_compat
     assert with_compat["rmpad_max_err"] < 1e-5
+
+
+def test_packed_sequences_mix_under_sdpa_and_eager_hence_the_refusal():
+    """Why unpad_input refuses: the installed transformers' Qwen2 (random tiny, CPU) run on two sequences packed in
+    one row with per-sequence position_ids, as verl's remove-padding path calls it, gives the second sequence other
+    logits than run alone, for sdpa and eager. If a transformers release starts masking per sequence from
+    position_ids, this fails: then the refusal can become a pass-through for that release."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    a, b = torch.randint(0, 64, (1, 7)), torch.randint(0, 64, (1, 5))
+    for impl in ("sdpa", "eager"):
+        model = Qwen2ForCausalLM._from_config(cfg, attn_implementation=impl).eval()
+        with torch.no_grad():
+            alone = model(input_ids=b).logits[0]
+            pos = torch.cat([torch.arange(7), torch.arange(5)])[None]
+            packed = model(input_ids=torch.cat([a, b], 1), position_ids=pos).logits[0, 7:]
+        assert (packed - alone).abs().max() > 1e-2, f"{impl}: packed sequences no longer mix"
+
+
+def test_unpad_input_refuses_with_what_to_do():
+    from compat.errors import CompatError
+
+    with pytest.raises(CompatError, match="use_remove_padding=False"):
+        bp.unpad_input(torch.zeros(2, 3, 1), torch.ones(2, 3))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -115,7 +145,7 @@ MASK = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1]])
 
 def test_unpad_input_known_mask():
     x = torch.arange(3 * 4 * 2, dtype=torch.float32).reshape(3, 4, 2)
-    packed, indices, cu, maxlen, used = bp.unpad_input(x, MASK)
+    packed, indices, cu, maxlen, used = bp.unpad(x, MASK)
     assert indices.tolist() == [0, 1, 5, 6, 7, 8, 9, 10, 11]
     assert cu.tolist() == [0, 2, 5, 9] and cu.dtype == torch.int32
     assert maxlen == 4 and isinstance(maxlen, int)
@@ -125,14 +155,14 @@ def test_unpad_input_known_mask():
 
 def test_unpad_input_unused_mask_counts_in_the_pack_not_in_seqused():
     unused = torch.tensor([[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
-    _, indices, cu, maxlen, used = bp.unpad_input(torch.zeros(3, 4, 1), MASK, unused)
+    _, indices, cu, maxlen, used = bp.unpad(torch.zeros(3, 4, 1), MASK, unused)
     assert indices.tolist() == [0, 1, 2, 5, 6, 7, 8, 9, 10, 11]
     assert cu.tolist() == [0, 3, 6, 10] and used.tolist() == [2, 3, 4] and maxlen == 4
 
 
 def test_pad_of_unpad_is_the_input_with_zeros_at_padding():
     x = torch.randn(3, 4, 5, 2)
-    packed, indices, *_ = bp.unpad_input(x, MASK)  # how every verl release unpacks it
+    packed, indices, *_ = bp.unpad(x, MASK)  # how every verl release unpacks it
     back = bp.pad_input(packed, indices, 3, 4)
     assert back.shape == x.shape
     assert torch.equal(back, x * MASK[:, :, None, None])
@@ -141,7 +171,7 @@ def test_pad_of_unpad_is_the_input_with_zeros_at_padding():
 def test_gradients_flow_through_index_first_axis_and_pad_input():
     x = torch.randn(3, 4, 2, requires_grad=True)
     w = torch.randn(3, 4, 2)
-    packed, indices, *_ = bp.unpad_input(x, MASK)
+    packed, indices, *_ = bp.unpad(x, MASK)
     (bp.pad_input(packed * 2, indices, 3, 4) * w).sum().backward()
     assert torch.allclose(x.grad, 2 * w * MASK[:, :, None])
     y = torch.randn(6, 3, requires_grad=True)
