@@ -260,10 +260,9 @@ def _swappable(original: object, replacement: object) -> Optional[types.Function
 
 
 def _install(patch: Patch, target: Target, replacement: object) -> _Undo:
-    if patch.provides:
+    if patch.provides:  # check_target refused a name already in sys.modules: revert only removes the entry
         sys.modules[target.attr] = replacement  # type: ignore[assignment]
-        return _Undo(patch.id, "item", owner=sys.modules, attr=target.attr, original=target.original,
-                     own=target.own, replacement=replacement)
+        return _Undo(patch.id, "item", owner=sys.modules, attr=target.attr, replacement=replacement)
     fn = _swappable(target.original, replacement)
     if fn is not None:
         undo = _Undo(patch.id, "code", func=fn, code=fn.__code__, replacement=replacement)
@@ -284,9 +283,7 @@ def _undo(u: _Undo) -> None:
     if u.mode == "code":
         u.func.__code__ = u.code  # type: ignore[union-attr,misc]
     elif u.mode == "item":
-        if u.own:
-            sys.modules[u.attr] = u.original  # type: ignore[assignment]
-        elif sys.modules.get(u.attr) is u.replacement:
+        if sys.modules.get(u.attr) is u.replacement:
             del sys.modules[u.attr]
     elif u.own:
         setattr(u.owner, u.attr, u.original)
@@ -592,8 +589,8 @@ def status(vllm_version: Optional[str] = None, switches: Optional[Mapping[str, o
                 out.append(row(state, why))
             elif not p.fits(version):
                 out.append(row("not-applicable", f"{ps.package} {version} is outside this patch's {p.versions}"))
-            elif p.needless():
-                out.append(row("not-applicable", p.needless()))
+            elif needless := p.needless():
+                out.append(row("not-applicable", needless))
             elif refusal is not None:
                 out.append(row("refused", refusal.reason))
             else:
