@@ -27,15 +27,15 @@ if TYPE_CHECKING:
 __all__ = ["index_first_axis", "index_put_first_axis", "pad_input", "rearrange", "unpad", "unpad_input"]
 
 # einops.rearrange where einops is installed (flash-attn re-exports einops' own); else the patterns verl calls it
-# with (verl 0.4.0 - 0.6.1 dp_actor.py / dp_critic.py / fsdp_workers.py / fsdp_sft_trainer.py / engine_impl.py)
-# and the one pad_input needs.
+# with (verl 0.4.0 - 0.6.1 dp_actor.py / dp_critic.py / fsdp_workers.py / fsdp_sft_trainer.py / engine_impl.py;
+# compat/data/verl.toml bert_padding_rearrange, checked against the installed release's source in tests/verl).
 _einops: Optional[Callable[..., Any]]
 try:
     _einops = importlib.import_module("einops").rearrange
 except ImportError:
     _einops = None
 
-PATTERNS = ("b s ... -> (b s) ...", "c b s ... -> (b s) c ...", "(b s) ... -> b s ...")
+PATTERNS = ("b s ... -> (b s) ...", "c b s ... -> (b s) c ...")
 
 
 def rearrange(tensor: torch.Tensor, pattern: str, **axes: int) -> torch.Tensor:
@@ -47,8 +47,6 @@ def rearrange(tensor: torch.Tensor, pattern: str, **axes: int) -> torch.Tensor:
         return tensor.flatten(0, 1)
     if p == PATTERNS[1] and not axes:
         return tensor.permute(1, 2, 0, *range(3, tensor.dim())).flatten(0, 1)
-    if p == PATTERNS[2] and set(axes) == {"b"}:
-        return tensor.reshape(axes["b"], -1, *tensor.shape[1:])
     raise ValueError(f"compat's einops-free rearrange supports only {', '.join(map(repr, PATTERNS))} (the ones "
                      f"verl uses), got {pattern!r} {axes or ''}; install einops for the rest")
 
