@@ -57,6 +57,29 @@ print("FUSED-MOE", type(kernels.fused_moe_kernel).__name__, tuple(layer.w13_weig
 """
 
 
+def _uv_cache_at_import() -> str:
+    """uv's cache dir as the tox env gives it, read before conftest points XDG_CACHE_HOME (which uv also honours)
+    into each test's tmp dir: without this every install here started from a cold, private uv cache (5-6 GB each,
+    never removed), and CI ran out of disk on the fourth install."""
+    if shutil.which("uv") is None:
+        return ""
+    out = subprocess.run(["uv", "cache", "dir"], capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+UV_CACHE = _uv_cache_at_import()
+
+
+@pytest.fixture(autouse=True)
+def _shared_uv_cache(monkeypatch, tmp_path):
+    """Every uv call (the tests' own and compat's) uses the shared cache; compat's own cache (snapshots) stays
+    per test and is removed after it."""
+    if UV_CACHE:
+        monkeypatch.setenv("UV_CACHE_DIR", UV_CACHE)
+    yield
+    shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+
+
 @pytest.fixture
 def venv_dir(tmp_path):
     """The test's venv (6-9 GB once vLLM is in): removed whatever the outcome, so a failed test does not leave the
