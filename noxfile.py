@@ -35,7 +35,7 @@ def py(session: nox.Session) -> None:
 
 
 # tests whose answer depends on the release (the same list as tox.ini's vLLM envs); the unit suite runs in py
-MATRIX_TESTS = ['tests/hf', 'tests/test_fp8_quantize.py', 'tests/test_fp8_triton.py', 'tests/test_fp8_cuda.py', 'tests/test_fp8_switch.py', 'tests/test_integrations_plugin.py', 'tests/test_integrations_autoload.py', 'tests/test_patch_engine.py', 'tests/test_vllm_matrix_table.py', 'tests/vllm']
+MATRIX_TESTS = ['tests/hf', 'tests/test_fp8_quantize.py', 'tests/test_fp8_triton.py', 'tests/test_fp8_switch.py', 'tests/test_integrations_plugin.py', 'tests/test_integrations_autoload.py', 'tests/test_patch_engine.py', 'tests/test_vllm_matrix_table.py', 'tests/vllm']
 
 
 def _vllm_session(name: str, version: str):

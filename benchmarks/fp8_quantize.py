@@ -189,11 +189,9 @@ def run(args, writer: Writer) -> None:
             try:
                 w = make_weight(shape, torch, dtype, seed=1, device=dev)
                 q_ref, s_ref = qmod.quantize_reference_core(w, bs)
-                for chunk, warps in CONFIGS:   # the Triton kernels (rowflat forced where the CUDA one serves)
-                    q_t, s_t = tri.quantize_triton(w, bs, chunk=chunk, num_warps=warps, kernel="rowflat")
+                for chunk, warps in CONFIGS:
+                    q_t, s_t = tri.quantize_triton(w, bs, chunk=chunk, num_warps=warps)
                     checks[f"{name}/chunk{chunk}_w{warps}"] = compare(q_ref, s_ref, q_t, s_t, torch)
-                q_t, s_t = tri.quantize_triton(w, bs)  # what "auto" picks: the CUDA kernel on ragged rows
-                checks[f"{name}/auto_{tri.kernel_name(w, q_t, bs)}"] = compare(q_ref, s_ref, q_t, s_t, torch)
                 # a transposed (non-contiguous) view goes through the strided path
                 wt = make_weight((shape[1], shape[0]), torch, dtype, seed=2, device=dev).t()
                 q_ref, s_ref = qmod.quantize_reference_core(wt, bs)
@@ -266,12 +264,8 @@ def run(args, writer: Writer) -> None:
                 q_out = torch.empty((m, n), dtype=torch.float8_e4m3fn, device=dev)
                 s_out = torch.empty(((m + 127) // 128, (n + 127) // 128), dtype=torch.float32, device=dev)
                 configs = {}
-                kernel = tri.kernel_name(w, q_out, bs)
-                entry["kernel"] = kernel
-                # the CUDA kernel (ragged rows) has one config; the Triton kernels are swept
-                sweep = [(None, None)] if kernel == "cuda" else CONFIGS
-                for chunk, warps in sweep:
-                    key = "cuda" if chunk is None else f"chunk{chunk}_w{warps}"
+                for chunk, warps in CONFIGS:
+                    key = f"chunk{chunk}_w{warps}"
                     try:
                         q_out.view(torch.uint8).fill_(0x7F)  # poison: NaN code in e4m3fn
                         s_out.fill_(float("nan"))
@@ -289,34 +283,28 @@ def run(args, writer: Writer) -> None:
                     writer.flush()
                 entry["triton_configs"] = configs
                 if tri.uses_rowflat(w, q_out, 128):
-                    # before/after on the same weight: the tile kernel (element-wise access on unaligned rows)
-                    # and the Triton aligned-window kernel (the default before the CUDA kernel)
-                    befores = {"tile_kernel_before": ("tile", ((64, 8), (128, 8))),
-                               "rowflat_kernel_before": ("rowflat", ((tri.ROWFLAT_CHUNK, tri.ROWFLAT_NUM_WARPS),
-                                                                     (64, 4)))}
-                    for label, (forced, cfgs) in befores.items():
-                        cfg = {}
-                        for chunk, warps in cfgs:
-                            try:
-                                t = bench(lambda: tri.quantize_triton(w, bs, chunk=chunk, num_warps=warps,
-                                                                      out=(q_out, s_out), kernel=forced),
-                                          torch, warmup=args.warmup, iters=args.iters, flush_buf=flush_buf)
-                                t["GBps"] = moved / (t["median_ms"] * 1e-3) / 1e9
-                                t["fraction_of_copy_bandwidth"] = t["GBps"] / copy_gbps
-                                t["check_vs_reference"] = compare(q_ref, s_ref, q_out, s_out, torch)
-                                cfg[f"chunk{chunk}_w{warps}"] = t
-                            except Exception as exc:
-                                cfg[f"chunk{chunk}_w{warps}"] = {"error": repr(exc)[:500]}
-                        entry[label] = cfg
+                    # before/after: the tile kernel (element-wise access on unaligned rows) on the same weight
+                    cfg = {}
+                    for chunk, warps in ((64, 8), (128, 8)):
+                        try:
+                            t = bench(lambda: tri.quantize_triton(w, bs, chunk=chunk, num_warps=warps,
+                                                                  out=(q_out, s_out), kernel="tile"),
+                                      torch, warmup=args.warmup, iters=args.iters, flush_buf=flush_buf)
+                            t["GBps"] = moved / (t["median_ms"] * 1e-3) / 1e9
+                            t["fraction_of_copy_bandwidth"] = t["GBps"] / copy_gbps
+                            t["check_vs_reference"] = compare(q_ref, s_ref, q_out, s_out, torch)
+                            cfg[f"chunk{chunk}_w{warps}"] = t
+                        except Exception as exc:
+                            cfg[f"chunk{chunk}_w{warps}"] = {"error": repr(exc)[:500]}
+                    entry["tile_kernel_before"] = cfg
+                entry["kernel"] = "rowflat" if tri.uses_rowflat(w, q_out, 128) else "tile"
                 # (--smoke: Triton's interpreter does not round fp8 like the GPU, so checks fail there)
                 timed = {k: v for k, v in configs.items()
                          if "median_ms" in v and (v["check_vs_reference"]["ok"] or args.smoke)}
                 if timed:
                     best_key = min(timed, key=lambda k: timed[k]["median_ms"])
                     best = timed[best_key]
-                    if kernel == "cuda":
-                        default_key = "cuda"
-                    elif kernel == "rowflat":
+                    if entry.get("kernel") == "rowflat":
                         default_key = f"chunk{tri.ROWFLAT_CHUNK}_w{tri.ROWFLAT_NUM_WARPS}"
                     else:
                         default_key = f"chunk{min(tri.DEFAULT_CHUNK, 128)}_w{tri.DEFAULT_NUM_WARPS}"
@@ -373,12 +361,11 @@ def summarize(res: dict) -> None:
     res["default_config_speedup_vs_eager"] = min(v["default_speedup_vs_eager"] for v in fused.values())
     # the config with the best geometric-mean time over all shapes: candidate for DEFAULT_CHUNK/WARPS
     per_cfg = {}
-    swept = [v for v in res["shapes"].values() if "fused" in v and v.get("kernel") != "cuda"]
-    for v in swept:
+    for v in res["shapes"].values():
         for key, t in v.get("triton_configs", {}).items():
             if "median_ms" in t:
                 per_cfg.setdefault(key, []).append(t["median_ms"] / v["fused"]["median_ms"])
-    complete = {k: v for k, v in per_cfg.items() if len(v) == len(swept)}
+    complete = {k: v for k, v in per_cfg.items() if len(v) == len(fused)}
     if complete:
         geo = {k: statistics.geometric_mean(v) for k, v in complete.items()}
         res["recommended_config"] = min(geo, key=geo.get)
@@ -399,8 +386,8 @@ def summarize(res: dict) -> None:
     }
 
 
-def _before(entry: dict, label: str = "tile_kernel_before") -> float:
-    runs = [t["fraction_of_copy_bandwidth"] for t in entry.get(label, {}).values()
+def _tile_before(entry: dict) -> float:
+    runs = [t["fraction_of_copy_bandwidth"] for t in entry.get("tile_kernel_before", {}).values()
             if "fraction_of_copy_bandwidth" in t]
     return max(runs) if runs else float("nan")
 
@@ -454,7 +441,7 @@ def main(argv=None) -> int:
               f"fused {f.get('GBps', float('nan')):7.0f} GB/s ({f.get('best_config')})  "
               f"frac {f.get('fraction_of_copy_bandwidth', float('nan')):.2f} "
               f"(default {f.get('default_fraction_of_copy_bandwidth', float('nan')):.2f}, "
-              f"tile before {_before(v):.2f}, triton rowflat before {_before(v, 'rowflat_kernel_before'):.2f})  "
+              f"tile before {_tile_before(v):.2f})  "
               f"x eager {f.get('speedup_vs_eager', float('nan')):.1f}  "
               f"x compile {f.get('speedup_vs_compile', float('nan')):.1f}  {v.get('error', '')}")
     bad = [k for k, c in result["checks"].items() if not c.get("ok")]

@@ -29,7 +29,6 @@ FEATURES: Dict[str, str] = {
     "ray": "Ray installed and a local cluster can start (tox -e ray)",
     "e2e": "real installs into throwaway venvs (tox -e install-e2e, COMPAT_E2E=1)",
     "triton>=3.4": "triton 3.4 or newer (the FP8 Triton kernels through its interpreter; owned by the device work)",
-    "nvrtc": "the NVRTC of a CUDA torch (its nvidia wheels): compiles compat/fp8/ragged.cu on CPU",
     "gpu": "a CUDA GPU of sm89 or newer visible to torch (the device machine; no CI env has one)",
     "numpy": "numpy importable",
 }

@@ -187,8 +187,7 @@ def test_triton_kernels_bit_equal_on_gpu(dtype):
         s = torch.full(((m + 127) // 128, (n + 127) // 128), float("nan"), device=dev)
         assert tri.uses_rowflat(w, q, 128) is (expect == "rowflat"), (m, n)
         assert qmod._pick_impl(w, "auto", (128, 128)) == "triton"
-        # "rowflat" forced: on a GPU "auto" gives those rows to the CUDA kernel (tests/test_fp8_cuda.py)
-        tri.quantize_triton(w, (128, 128), out=(q, s), kernel="rowflat" if expect == "rowflat" else "auto")
+        tri.quantize_triton(w, (128, 128), out=(q, s))
         for ref_dev in (dev, torch.device("cpu")):  # torch on the GPU, and torch on the CPU
             qr, sr = qmod.quantize_reference_core(w.to(ref_dev), (128, 128))
             assert torch.equal(sr.cpu(), s.cpu()), ((m, n), dtype, ref_dev, "scales")

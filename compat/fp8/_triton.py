@@ -12,7 +12,6 @@ NaN is folded to +inf before the max so that any NaN/Inf makes the block's scale
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
@@ -249,8 +248,8 @@ def quantize_triton(
 
     `weight` may be strided (any layout); `q` comes back contiguous. `out=(q, scale_inv)` reuses
     preallocated outputs (the benchmark uses it to time the kernel alone). `chunk`: rows per walk step.
-    `kernel`: "auto" picks per weight (`kernel_name`); "rowflat" forces the Triton aligned-window kernel where the
-    CUDA one would serve, "tile" the tile kernel where either would (the benchmark's before/after on ragged rows).
+    `kernel="tile"` forces the tile kernel where the aligned-window one would serve (the benchmark's
+    before/after on ragged rows).
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
@@ -262,9 +261,7 @@ def quantize_triton(
         scale_inv = torch.empty((mb, nb), dtype=torch.float32, device=weight.device)
     else:
         q, scale_inv = out
-    which = kernel_name(weight, q, block_size) if kernel == "auto" else kernel
-    if which == "rowflat" and not uses_rowflat(weight, q, bn):
-        which = "tile"
+    which = "rowflat" if kernel == "auto" and uses_rowflat(weight, q, bn) else "tile"
     default_chunk, default_warps = _DEFAULTS[which]
     chunk = min(default_chunk if chunk is None else chunk, bm)
     if bm % chunk:
@@ -280,32 +277,7 @@ def quantize_triton(
 
 
 ROWFLAT_GROUP = 16  # elements per aligned group: 16 bytes of fp8 q, 32 of bf16 w
-KERNELS = ("auto", "rowflat", "tile")
-CUDA_OFF_ENV = "COMPAT_FP8_CUDA"  # "0": keep the Triton aligned-window kernel where the CUDA one would serve
-
-
-def kernel_name(weight: torch.Tensor, q: torch.Tensor, block_size: Tuple[int, int] = (128, 128)) -> str:
-    """Which kernel serves this weight: "cuda" (compat/fp8/ragged.cu) for contiguous rows that are not 16-element
-    aligned on a GPU where NVRTC builds it, else "rowflat" there (Triton, 0.50 of copy on the H200), "tile" for
-    everything else (aligned rows, strided weights)."""
-    if not uses_rowflat(weight, q, block_size[1]):
-        return "tile"
-    if _cuda_function(weight, q, block_size) is None:
-        return "rowflat"
-    return "cuda"
-
-
-def _cuda_function(weight: torch.Tensor, q: torch.Tensor, block_size: Tuple[int, int]) -> Optional[ctypes.c_void_p]:
-    import os
-
-    from compat.fp8 import _cuda
-
-    if not (weight.is_cuda and tuple(block_size) == _cuda.BLOCK and str(weight.dtype)[6:] in _cuda.KINDS
-            and weight.shape[1] > ROWFLAT_GROUP and weight.data_ptr() % 16 == 0 and q.data_ptr() % 16 == 0
-            and os.environ.get(CUDA_OFF_ENV, "1") != "0"):
-        return None
-    index = weight.device.index if weight.device.index is not None else torch.cuda.current_device()
-    return _cuda.kernel_for(index, str(weight.dtype)[6:], torch.cuda.get_device_capability(index))
+KERNELS = ("auto", "tile")
 
 
 def uses_rowflat(weight: torch.Tensor, q: torch.Tensor, block_n: Optional[int] = None) -> bool:
@@ -361,21 +333,6 @@ def _launch_rowflat(c: _Launch) -> None:
     )
 
 
-def _launch_cuda(c: _Launch) -> None:
-    from compat.fp8 import _cuda
-
-    fn = _cuda_function(c.weight, c.q, (c.bm, c.bn))
-    if fn is None:
-        raise RuntimeError(f"the CUDA FP8 kernel is not available here: {_cuda.last_error() or 'not a ragged weight'}")
-    index = c.weight.device.index if c.weight.device.index is not None else torch.cuda.current_device()
-    # where each CTA publishes its amax for the neighbours that share its edge groups (zeroed: "not yet")
-    pub = torch.zeros(c.scale_inv.numel(), dtype=torch.int64, device=c.weight.device)
-    _cuda.launch(fn, index, torch.cuda.current_stream(c.weight.device).cuda_stream, c.weight.data_ptr(),
-                 c.q.data_ptr(), c.scale_inv.data_ptr(), pub.data_ptr(), c.m, c.n)
-
-
-_LAUNCHERS: Dict[str, Callable[[_Launch], None]] = {"tile": _launch_tile, "rowflat": _launch_rowflat,
-                                                   "cuda": _launch_cuda}
+_LAUNCHERS: Dict[str, Callable[[_Launch], None]] = {"tile": _launch_tile, "rowflat": _launch_rowflat}
 _DEFAULTS: Dict[str, Tuple[int, int]] = {"tile": (DEFAULT_CHUNK, DEFAULT_NUM_WARPS),
-                                         "rowflat": (ROWFLAT_CHUNK, ROWFLAT_NUM_WARPS),
-                                         "cuda": (ROWFLAT_CHUNK, ROWFLAT_NUM_WARPS)}  # unused: fixed 256 threads
+                                         "rowflat": (ROWFLAT_CHUNK, ROWFLAT_NUM_WARPS)}
