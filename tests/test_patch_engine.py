@@ -469,7 +469,7 @@ def test_shipped_sets_are_well_formed():
     names = [ps.name for ps in all_sets()]
     assert {"vllm07", "vllm082"} <= set(names) and len(names) == len(set(names))
     for ps in all_sets():
-        assert ps.package in ("vllm", "transformers", "verl") and ps.ledger and ps.patches
+        assert ps.package in ("vllm", "transformers", "verl", "flash-attn") and ps.ledger and ps.patches
         for p in ps.patches:
             assert p.id.startswith(ps.name + ".") and p.why and p.upstream_fix
 
@@ -510,6 +510,48 @@ def test_sys_modules_target_provides_a_dotted_name_without_its_parent(toy):
     assert f"{missing}.sub" not in sys.modules
     with pytest.raises(ImportError):
         exec(f"from {missing}.sub import f", {})
+
+
+def test_a_before_set_applies_before_the_watched_module_runs_and_a_needless_check_decides(toy):
+    """flash_attn_hide's mechanism: `before=True` applies the set right before the watched submodule's body runs
+    (the body sees the entry), a Patch.needless_check replaces the "real package installed" rule, a None entry hides
+    an installed package (find_spec None, import fails) and revert() removes it."""
+    import importlib.util
+
+    hidden = toy({"sub": "X = 1\n"})                      # an installed package the set hides
+    pkg = toy({"late": f"import sys\nSEEN = repr(sys.modules.get('{hidden}', 'absent'))\n"})
+    verdict = {"needless": ""}
+    ps = PatchSet(name="hideset", package=pkg, versions=">=1.0,<2", watch=f"{pkg}.late", before=True, patches=(
+        Patch(id="hideset.hide", target=f"{engine.MODULES}:{hidden}", why="toy", upstream_fix="none", fingerprint=(),
+              make=lambda original: None, needless_check=lambda: verdict["needless"]),
+    ))
+    verdict["needless"] = "it loads"
+    (row,) = engine.status(sets=[ps])
+    assert row.status == "not-applicable" and row.reason == "it loads"
+    verdict["needless"] = ""
+    engine.activate({}, sets=[ps])
+    __import__(pkg)                                       # the package itself is not the trigger
+    assert engine.applied_sets() == () and hidden not in sys.modules
+    late = __import__(f"{pkg}.late", fromlist=["SEEN"])
+    assert late.SEEN == "None"                            # the body ran after the set applied
+    assert engine.applied_sets() == ("hideset",)
+    assert importlib.util.find_spec(hidden) is None
+    with pytest.raises(ImportError):
+        __import__(hidden)
+    engine.revert()
+    assert hidden not in sys.modules and importlib.util.find_spec(hidden) is not None
+
+
+def test_a_before_set_whose_module_is_already_imported_applies_at_activation(toy):
+    hidden = toy({})
+    pkg = toy({"late": "Y = 2\n"})
+    __import__(f"{pkg}.late")
+    ps = PatchSet(name="hideset", package=pkg, versions=">=1.0,<2", watch=f"{pkg}.late", before=True, patches=(
+        Patch(id="hideset.hide", target=f"{engine.MODULES}:{hidden}", why="toy", upstream_fix="none", fingerprint=(),
+              make=lambda original: None, needless_check=lambda: ""),
+    ))
+    engine.activate({}, sets=[ps])
+    assert engine.applied_sets() == ("hideset",) and sys.modules[hidden] is None
 
 
 def test_sys_modules_target_is_not_applicable_where_the_real_package_is_installed(toy):

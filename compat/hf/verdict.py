@@ -67,12 +67,20 @@ def why_no_flash_attn(r: Any, env: Any) -> str:
 
 
 def from_report(rep: Any) -> Verdict:
+    from .flash_load import hidden
+
     r = rep.resolved
     refuse = "bfloat16" in r.profile.refuse_dtypes
     sw = dict(rep.switches)  # setup()'s decision (the profile's default filled in), else the environment's
     given = sw[SWITCH] if SWITCH in sw else switch_value(os.environ)
-    return Verdict(profile=r.profile.name, flash_attn=r.hf_attn_implementation == "flash_attention_2",
-                   attn=r.hf_attn_implementation, why=why_no_flash_attn(r, rep.environment), refuse_bf16=refuse,
+    flash, attn, why = r.hf_attn_implementation == "flash_attention_2", r.hf_attn_implementation, \
+        why_no_flash_attn(r, rep.environment)
+    broken = hidden()   # setup() could not see it (no torch there): a flash-attn that does not load, hidden since
+    if flash and broken:
+        fa = rep.environment.software.version("flash-attn")
+        flash, attn, why = False, r.profile.hf_attn_implementation, \
+            f"flash-attn {fa} is installed but does not load ({broken})"
+    return Verdict(profile=r.profile.name, flash_attn=flash, attn=attn, why=why, refuse_bf16=refuse,
                    hf_dtype=refuse if given is None else given)
 
 

@@ -55,6 +55,9 @@ class Patch:
     # narrower than the set's range: the releases whose source has this target (transformers renamed the place
     # that checks attn_implementation in 4.54); outside it the patch is not-applicable, the rest of the set applies
     versions: str = ""
+    # a sys.modules target's own rule for "not needed here" (returns the reason, "" when needed), instead of the
+    # default "the real package is installed" (compat/hf/flash_load.py: installed but does not load)
+    needless_check: Optional[Callable[[], str]] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         module, _, qual = self.target.partition(":")
@@ -78,6 +81,8 @@ class Patch:
         """Why this patch is not needed here ("" when it is): a provided name whose real package is installed."""
         if not self.provides:
             return ""
+        if self.needless_check is not None:
+            return self.needless_check()
         import importlib.util
 
         top = self.provides.partition(".")[0]
@@ -107,6 +112,9 @@ class PatchSet:
     # import name whose completion triggers the set; default: the package's top-level module. transformers sets
     # wait for transformers.modeling_utils, so `import transformers` (lazy, no torch) stays as cheap as it was.
     watch: str = ""
+    # apply right before the watched module starts executing, not after it finished (the targets must not need it):
+    # flash_attn_hide must act before transformers.modeling_flash_attention_utils imports flash_attn
+    before: bool = False
 
     def __post_init__(self) -> None:
         versions.spec(self.versions)  # CompatError on a malformed specifier, at declaration time
@@ -283,7 +291,7 @@ def _undo(u: _Undo) -> None:
     if u.mode == "code":
         u.func.__code__ = u.code  # type: ignore[union-attr,misc]
     elif u.mode == "item":
-        if sys.modules.get(u.attr) is u.replacement:
+        if u.attr in sys.modules and sys.modules[u.attr] is u.replacement:  # the replacement may be None (a hide)
             del sys.modules[u.attr]
     elif u.own:
         setattr(u.owner, u.attr, u.original)
@@ -496,6 +504,22 @@ def apply_for(module: str) -> List[str]:
         return done
 
 
+def apply_before(module: str) -> List[str]:
+    """The import hook's callback for `before` sets: `module` is about to execute (so it is not imported here)."""
+    with _lock:
+        cfg = _config
+        if cfg is None:
+            return []
+        try:
+            disabled = disabled_ids(cfg.switches, cfg.sets)
+        except Exception as exc:  # never fail the user's import
+            log.error("compat: %s; no patch set applied", exc)
+            return []
+        return [ps.name for ps in (cfg.sets if cfg.sets is not None else registry())
+                if ps.before and ps.module == module and _wanted(ps, cfg, disabled)
+                and apply_set(ps, explicit=ps.name in cfg.explicit, disabled=disabled)]
+
+
 def activate(switches: Optional[Mapping[str, object]] = None, explicit: Iterable[str] = frozenset(), *,
              sets: Optional[Sequence[PatchSet]] = None) -> None:
     """Apply enabled sets when their package finishes importing, or at once if it already has. Never imports vLLM.
@@ -517,13 +541,14 @@ def activate(switches: Optional[Mapping[str, object]] = None, explicit: Iterable
     with _lock:
         _config = _Config(dict(switches or {}), frozenset(explicit), tuple(sets) if sets is not None else None)
         modules = {ps.module for ps in known}
+        early = {ps.module for ps in known if ps.before}
         now = sorted(m for m in modules if m in sys.modules)
         later = modules.difference(now)
-        if _hook is not None and not later.issubset(_hook.names):
+        if _hook is not None and not (later.issubset(_hook.names) and early.intersection(later) <= _hook.before):
             uninstall_import_hook(_hook)
             _hook = None
         if later and (_hook is None or _hook not in sys.meta_path):
-            _hook = install_import_hook(apply_for, later)
+            _hook = install_import_hook(apply_for, later - early, before=later & early, before_callback=apply_before)
     for module in now:  # outside the lock: see apply_for
         apply_for(module)
 

@@ -1,4 +1,4 @@
-"""Post-import hook: run a callback right after a watched module finishes importing.
+"""Post-import hook: run a callback right after a watched module finishes importing (or right before it starts).
 
 Watched names are top-level packages (vllm) or submodules (transformers.modeling_utils: the transformers sets wait
 for it, because `import transformers` itself is lazy and must stay free of torch; a submodule's spec is found with
@@ -41,6 +41,10 @@ class _Loader:
             spec.loader = self._real
         if getattr(module, "__loader__", None) is self:
             module.__loader__ = self._real
+        if self._name in self._finder.before:
+            self._finder._fired(self._name)  # before the body: the callback must not need the module itself
+            self._real.exec_module(module)  # type: ignore[attr-defined]
+            return
         self._real.exec_module(module)  # type: ignore[attr-defined]
         self._finder._fired(self._name)
 
@@ -51,10 +55,13 @@ class _Loader:
 class PostImportFinder:
     """A meta path finder that never finds anything itself; it only wraps the loader of watched packages."""
 
-    def __init__(self, names: Iterable[str], callback: Callback) -> None:
-        self.names = frozenset(names)
+    def __init__(self, names: Iterable[str], callback: Callback, before: Iterable[str] = (),
+                 before_callback: Optional[Callback] = None) -> None:
+        self.before = frozenset(before)
+        self.names = frozenset(names) | self.before
         self._pending = set(self.names)
         self._callback = callback
+        self._before_callback = before_callback or callback
         self._local = threading.local()
         self._lock = threading.Lock()
 
@@ -89,12 +96,15 @@ class PostImportFinder:
             done = not self._pending
         if done:
             uninstall_import_hook(self)
-        self._callback(name)
+        (self._before_callback if name in self.before else self._callback)(name)
 
 
-def install_import_hook(callback: Callback, names: Iterable[str] = ("vllm",)) -> PostImportFinder:
-    """Install a finder that calls `callback(name)` after each watched module finishes importing."""
-    finder = PostImportFinder(names, callback)
+def install_import_hook(callback: Callback, names: Iterable[str] = ("vllm",), before: Iterable[str] = (),
+                        before_callback: Optional[Callback] = None) -> PostImportFinder:
+    """Install a finder that calls `callback(name)` after each watched module finishes importing, and
+    `before_callback(name)` right before each module of `before` starts executing (its parent package is
+    imported by then; the module itself is not)."""
+    finder = PostImportFinder(names, callback, before, before_callback)
     sys.meta_path.insert(0, finder)
     return finder
 

@@ -99,6 +99,8 @@ SETS = {ps.name: ps for ps in all_sets()}
 # switches the patch off there and asserts the patched failure, as "file::test"
 ELSEWHERE = {
     "verl_padding.bert_padding": "tests/verl/test_bert_padding.py::test_the_kill_switch_brings_the_failure_back",
+    "flash_attn_hide.broken":
+        "tests/verl/test_broken_flash_attn.py::test_the_kill_switch_brings_the_transformers_failure_back",
 }
 
 

@@ -17,6 +17,7 @@ SET_MODULES: Tuple[str, ...] = (
     "vllm082",
     "vllm054_hidden",
     "vllm_fp8",
+    "flash_attn_hide",
     "transformers_attn",
     "transformers_dtype",
     "verl_padding",

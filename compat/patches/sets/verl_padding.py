@@ -12,20 +12,24 @@ remove-padding path (verl/utils/attention_utils.py), and 0.9.1 falls back to its
 
 The set watches `verl` (its __init__ imports verl.utils.device and no worker), so the entry is in sys.modules
 before any worker module runs; `flash_attn` itself stays unimportable (find_spec None, transformers'
-is_flash_attn_2_available() False). Where flash-attn is installed the patch is not-applicable.
+is_flash_attn_2_available() False). Where flash-attn is installed and loads the set is not-applicable; where it is
+installed but does not load (built for another torch: compat/hf/flash_load.py), the entry serves too: verl imports
+the submodule by its full name, which Python takes from sys.modules without running the broken flash_attn/__init__.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ...hf import flash_load
 from ..engine import MODULES, Patch, PatchSet
 
 LEDGER = """\
 patch                      what                                               upstream fix
 verl_padding.bert_padding  verl 0.4.0-0.6.1: flash_attn.bert_padding (pure    verl 0.7.0 imports it only on
                            torch, compat/hf/bert_padding.py) in sys.modules   the remove-padding path; 0.9.1
-                           where flash-attn is not installed                  falls back to torch code
+                           where flash-attn is not installed or does not      falls back to torch code
+                           load
 """
 
 
@@ -51,6 +55,7 @@ PATCH_SET = PatchSet(
                          "falls back to its own torch code there",
             fingerprint=(),
             make=_module,
+            needless_check=flash_load.why_stand_in_is_needless,
         ),
     ),
 )
