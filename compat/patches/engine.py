@@ -487,6 +487,15 @@ def apply_for(module: str) -> List[str]:
     except Exception as exc:
         log.warning("compat: %s failed to import (%s); its patch sets were not applied", module, exc)
         return []
+    return _apply_watching(module, before_only=False)
+
+
+def apply_before(module: str) -> List[str]:
+    """The import hook's callback for `before` sets: `module` is about to execute (so it is not imported here)."""
+    return _apply_watching(module, before_only=True)
+
+
+def _apply_watching(module: str, before_only: bool) -> List[str]:
     with _lock:
         cfg = _config
         if cfg is None:
@@ -496,27 +505,8 @@ def apply_for(module: str) -> List[str]:
         except Exception as exc:  # changed since activate() checked it; never fail the user's import
             log.error("compat: %s; no patch set applied", exc)
             return []
-        done = []
-        for ps in cfg.sets if cfg.sets is not None else registry():
-            if ps.module == module and _wanted(ps, cfg, disabled):
-                if apply_set(ps, explicit=ps.name in cfg.explicit, disabled=disabled):
-                    done.append(ps.name)
-        return done
-
-
-def apply_before(module: str) -> List[str]:
-    """The import hook's callback for `before` sets: `module` is about to execute (so it is not imported here)."""
-    with _lock:
-        cfg = _config
-        if cfg is None:
-            return []
-        try:
-            disabled = disabled_ids(cfg.switches, cfg.sets)
-        except Exception as exc:  # never fail the user's import
-            log.error("compat: %s; no patch set applied", exc)
-            return []
         return [ps.name for ps in (cfg.sets if cfg.sets is not None else registry())
-                if ps.before and ps.module == module and _wanted(ps, cfg, disabled)
+                if ps.module == module and (ps.before or not before_only) and _wanted(ps, cfg, disabled)
                 and apply_set(ps, explicit=ps.name in cfg.explicit, disabled=disabled)]
 
 
