@@ -60,3 +60,34 @@ def hf_loading(env: Environment, r: Resolved, environ: Mapping[str, str]) -> Lis
                                "does not add (docs/hf.md)",
                                "use a loss scaler in float16 training; COMPAT_HF_DTYPE=0 keeps bfloat16"))
     return out
+
+
+def flash_attn_loads(env: Environment, python: str = "") -> List[Finding]:
+    """Doctor only (a subprocess that imports torch, seconds): does the installed flash-attn import with this torch?
+
+    Metadata cannot tell (compat/hf/flash_load.py): only an import shows a wheel built for another torch or one
+    without its extension. Runs where flash-attn and torch are installed in this interpreter (not for a simulated
+    software list); a torch that does not import is other checks' business (no finding here).
+    """
+    import subprocess
+    import sys
+
+    fa, torch = env.software.version("flash-attn"), env.software.version("torch")
+    if fa is None or torch is None or env.software.source != "metadata":
+        return []
+    code = ("import torch\ntry:\n    import flash_attn\nexcept Exception as e:\n"
+            "    print('FAILED ' + type(e).__name__ + ': ' + str(e).replace(chr(10), ' '))\n")
+    try:
+        proc = subprocess.run([python or sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return [Finding("flash-attn-does-not-load", "warning", f"importing flash-attn {fa} with torch {torch} did "
+                        "not finish in 300 s", "check the flash-attn install (`python -c 'import flash_attn'`)")]
+    last = (proc.stdout.strip().splitlines() or [""])[-1]
+    if proc.returncode != 0 or not last.startswith("FAILED "):
+        return []
+    err = last[len("FAILED "):]
+    return [Finding("flash-attn-does-not-load", "warning",
+                    f"flash-attn {fa} is installed but does not load with torch {torch} ({err[:300]}); compat hides "
+                    "it in every process that imports transformers' model code (patch set flash_attn_hide), so "
+                    "models run without FlashAttention-2",
+                    f"install a flash-attn built for torch {torch} (`python -m compat plan`), or uninstall it")]

@@ -83,6 +83,8 @@ def run(argv: Optional[List[str]] = None) -> int:
     if args.deep:
         from .deep import deep_findings
         rep = _with(rep, deep_findings(rep))
+    from ..hf.checks import flash_attn_loads
+    rep = _with(rep, flash_attn_loads(rep.environment))  # a subprocess, only where flash-attn and torch are installed
     from ..preflight.cli import for_doctor, render
     pf = for_doctor(rep.environment, args)  # None without --model
     if pf is not None:

@@ -160,3 +160,17 @@ def test_nothing_is_checked_in_a_process_without_torch(broken):
     assert proc.returncode == 0, proc.stderr[-2000:]
     reason, state = proc.stdout.strip().splitlines()[-2:]
     assert state == "not-applicable | False | False" and "checked once torch is imported" in reason, proc.stdout
+
+
+def test_doctor_says_so(broken):
+    """doctor (not setup()) imports flash_attn in a subprocess where flash-attn and torch are installed."""
+    def doctor(pythonpath: str) -> list:
+        proc = subprocess.run([sys.executable, "-m", "compat", "doctor", "--json"], capture_output=True, text=True,
+                              timeout=600, cwd=ROOT, env=clean_env(PYTHONPATH=pythonpath))
+        assert proc.returncode in (0, 1), proc.stderr[-2000:]
+        return [f for f in json.loads(proc.stdout)["findings"] if f["id"] == "flash-attn-does-not-load"]
+
+    (found,) = doctor(f"{ROOT}:{broken}")
+    assert found["severity"] == "warning" and NO_EXTENSION in found["message"], found
+    assert "flash-attn 2.7.4.post1 is installed but does not load with torch" in found["message"]
+    assert doctor(str(ROOT)) == []                      # not installed: nothing to say, nothing run
