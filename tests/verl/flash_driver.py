@@ -1,4 +1,5 @@
-"""Fresh process: load a tiny Qwen2 through transformers' own from_config as a CUDA machine would, and report as JSON.
+"""Fresh process: load a tiny Qwen2 through transformers' own from_config as a CUDA machine would, run one forward
+(on CPU), and report as JSON.
 
 argv: out.json, "compat" | "bare", the attn_implementation to request. A flash-attn that is installed but does not
 load is on PYTHONPATH (tests/verl/test_broken_flash_attn.py builds it). Stand-in (the hardware edge, this CPU box has
@@ -29,9 +30,11 @@ try:
                       num_attention_heads=4, num_key_value_heads=2, attn_implementation=attn)
     model = AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
     result["attn"] = model.config._attn_implementation
+    # one forward: transformers 4.54 - 4.56 accept the request at load and reach for flash_attn only here
+    model(torch.randint(0, 128, (1, 8)))
 except Exception as exc:  # what the user's model load dies of
     result["error"] = f"{type(exc).__name__}: {exc}"
-    result["trace"] = traceback.format_exc()[-3000:]
+    result["trace"] = traceback.format_exc()[-20000:]  # chained: the flash_attn import error comes first
 result["flash_attn_entry"] = repr(sys.modules.get("flash_attn", "absent"))
 if mode == "compat":
     from compat.hf import attention

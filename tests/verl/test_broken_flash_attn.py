@@ -7,8 +7,9 @@ PYTHONPATH: installed for transformers (metadata + import spec), and `import fla
 The one stand-in is the hardware edge: torch.cuda.is_available is `lambda: True` in the child processes
 (tests/verl/flash_driver.py, tests/verl/padding_driver.py), so transformers and verl take their CUDA branches.
 
-Without compat: transformers 4.53 (verl 0.4.1) cannot import Qwen2 at all, sdpa requested or not; 4.57 and 5.x fail
-a flash_attention_2 request on flash_attn_2_cuda; verl 0.4.0-0.6.1 die importing flash_attn.bert_padding. With
+Without compat: transformers 4.53 (verl 0.4.1) cannot import Qwen2 at all, sdpa requested or not; 4.55 (verl 0.5.0)
+loads a flash_attention_2 model and fails its first forward (after asking on stdin for a hub kernel); 4.57 and 5.x
+fail the request at load, on flash_attn_2_cuda; verl 0.4.0-0.6.1 die importing flash_attn.bert_padding. With
 compat: flash_attn_hide.broken hides it from transformers (compat/hf/flash_load.py) and the model loads with sdpa;
 verl_padding.bert_padding serves flash_attn.bert_padding and verl's workers import; each kill switch brings its
 failure back.
@@ -53,8 +54,9 @@ def broken() -> Path:
 
 def _run(script: str, args: list, broken: Path, **env: str) -> dict:
     out = Path(tempfile.mkdtemp(prefix="bfa")) / "out.json"
+    # stdin closed: transformers 4.55 asks on stdin whether to fetch a hub kernel when flash_attn will not import
     proc = subprocess.run([sys.executable, str(HERE / script), str(out), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600,
+                          text=True, timeout=600, stdin=subprocess.DEVNULL,
                           env=clean_env(PYTHONPATH=f"{ROOT}:{HERE}:{broken}", COMPAT_HARDWARE=str(A100), **env))
     assert proc.returncode == 0 and out.exists(), proc.stderr[-3000:]
     res = json.loads(out.read_text())
