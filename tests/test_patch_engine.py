@@ -542,6 +542,27 @@ def test_a_before_set_applies_before_the_watched_module_runs_and_a_needless_chec
     assert hidden not in sys.modules and importlib.util.find_spec(hidden) is not None
 
 
+def test_a_module_watched_before_and_after_fires_both_and_undone_runs_at_revert(toy):
+    """One module can trigger a before set and an after set; Patch.undone is called once revert() undid it."""
+    hidden, other = toy({}), toy({})
+    pkg = toy({"late": f"import sys\nSEEN = repr(sys.modules.get('{hidden}', 'absent'))\n"})
+    undone: list = []
+    early = PatchSet(name="early", package=pkg, versions=">=1.0,<2", watch=f"{pkg}.late", before=True, patches=(
+        Patch(id="early.hide", target=f"{engine.MODULES}:{hidden}", why="toy", upstream_fix="none", fingerprint=(),
+              make=lambda original: None, needless_check=lambda: "", undone=lambda: undone.append("early")),
+    ))
+    late = PatchSet(name="late", package=pkg, versions=">=1.0,<2", watch=f"{pkg}.late", patches=(
+        Patch(id="late.give", target=f"{engine.MODULES}:{other}", why="toy", upstream_fix="none", fingerprint=(),
+              make=lambda original: "given", needless_check=lambda: ""),
+    ))
+    engine.activate({}, sets=[early, late])
+    late_mod = __import__(f"{pkg}.late", fromlist=["SEEN"])
+    assert late_mod.SEEN == "None" and sorted(engine.applied_sets()) == ["early", "late"]
+    assert sys.modules[other] == "given"
+    engine.revert()
+    assert undone == ["early"] and hidden not in sys.modules and other not in sys.modules
+
+
 def test_a_before_set_whose_module_is_already_imported_applies_at_activation(toy):
     hidden = toy({})
     pkg = toy({"late": "Y = 2\n"})

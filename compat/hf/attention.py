@@ -21,6 +21,7 @@ import logging
 import threading
 from typing import Any, Callable, List, Optional, Tuple
 
+from . import flash_load
 from .verdict import Verdict, verdict
 
 log = logging.getLogger("compat")
@@ -53,6 +54,7 @@ def _instead(v: Verdict) -> Optional[str]:
 def _redirect(value: Any, owner: str) -> Tuple[Any, bool]:
     """(new request, changed) for a request string or a per-sub-config dict of them."""
     if value == FA2 or (isinstance(value, dict) and FA2 in value.values()):
+        flash_load.on_flash_attention_2_request()  # transformers 4.54+: a flash-attn that does not load shows now
         v = verdict()
         if v.flash_attn:
             return value, False

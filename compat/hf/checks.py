@@ -63,7 +63,7 @@ def hf_loading(env: Environment, r: Resolved, environ: Mapping[str, str]) -> Lis
 
 
 def flash_attn_loads(env: Environment, python: str = "") -> List[Finding]:
-    """Doctor only (a subprocess that imports torch, seconds): does the installed flash-attn import with this torch?
+    """`doctor --deep` (a subprocess that imports torch, seconds): does the installed flash-attn import with torch?
 
     Metadata cannot tell (compat/hf/flash_load.py): only an import shows a wheel built for another torch or one
     without its extension. Runs where flash-attn and torch are installed in this interpreter (not for a simulated
@@ -75,19 +75,24 @@ def flash_attn_loads(env: Environment, python: str = "") -> List[Finding]:
     fa, torch = env.software.version("flash-attn"), env.software.version("torch")
     if fa is None or torch is None or env.software.source != "metadata":
         return []
-    code = ("import torch\ntry:\n    import flash_attn\nexcept Exception as e:\n"
+    code = ("import torch\nprint('TORCH-OK', flush=True)\ntry:\n    import flash_attn\nexcept Exception as e:\n"
             "    print('FAILED ' + type(e).__name__ + ': ' + str(e).replace(chr(10), ' '))\n")
     try:
         proc = subprocess.run([python or sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
         return [Finding("flash-attn-does-not-load", "warning", f"importing flash-attn {fa} with torch {torch} did "
                         "not finish in 300 s", "check the flash-attn install (`python -c 'import flash_attn'`)")]
-    last = (proc.stdout.strip().splitlines() or [""])[-1]
-    if proc.returncode != 0 or not last.startswith("FAILED "):
+    lines = proc.stdout.strip().splitlines()
+    if "TORCH-OK" not in lines:            # torch itself did not import: other checks' business
         return []
-    err = last[len("FAILED "):]
+    if proc.returncode != 0:               # the import killed the process (a signal: a crash in the extension)
+        err = f"the import ended the process (exit {proc.returncode}): {proc.stderr.strip()[-200:]}"
+    elif lines[-1].startswith("FAILED "):
+        err = lines[-1][len("FAILED "):]
+    else:
+        return []
     return [Finding("flash-attn-does-not-load", "warning",
-                    f"flash-attn {fa} is installed but does not load with torch {torch} ({err[:300]}); compat hides "
-                    "it in every process that imports transformers' model code (patch set flash_attn_hide), so "
+                    f"flash-attn {fa} is installed but does not load with torch {torch} ({err[:300]}); where "
+                    "transformers would import it, compat's flash_attn_hide set hides it (unless disabled) and "
                     "models run without FlashAttention-2",
                     f"install a flash-attn built for torch {torch} (`python -m compat plan`), or uninstall it")]

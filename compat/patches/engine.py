@@ -58,6 +58,8 @@ class Patch:
     # a sys.modules target's own rule for "not needed here" (returns the reason, "" when needed), instead of the
     # default "the real package is installed" (compat/hf/flash_load.py: installed but does not load)
     needless_check: Optional[Callable[[], str]] = field(default=None, repr=False, compare=False)
+    # called after revert() undid this patch (flash_attn_hide: transformers' cached availability answers)
+    undone: Optional[Callable[[], None]] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         module, _, qual = self.target.partition(":")
@@ -249,6 +251,7 @@ class _Undo:
     func: Optional[types.FunctionType] = None
     code: Optional[types.CodeType] = None
     replacement: object = None
+    after: Optional[Callable[[], None]] = None  # Patch.undone
 
 
 def _swappable(original: object, replacement: object) -> Optional[types.FunctionType]:
@@ -270,7 +273,8 @@ def _swappable(original: object, replacement: object) -> Optional[types.Function
 def _install(patch: Patch, target: Target, replacement: object) -> _Undo:
     if patch.provides:  # check_target refused a name already in sys.modules: revert only removes the entry
         sys.modules[target.attr] = replacement  # type: ignore[assignment]
-        return _Undo(patch.id, "item", owner=sys.modules, attr=target.attr, replacement=replacement)
+        return _Undo(patch.id, "item", owner=sys.modules, attr=target.attr, replacement=replacement,
+                     after=patch.undone)
     fn = _swappable(target.original, replacement)
     if fn is not None:
         undo = _Undo(patch.id, "code", func=fn, code=fn.__code__, replacement=replacement)
@@ -293,6 +297,8 @@ def _undo(u: _Undo) -> None:
     elif u.mode == "item":
         if u.attr in sys.modules and sys.modules[u.attr] is u.replacement:  # the replacement may be None (a hide)
             del sys.modules[u.attr]
+        if u.after is not None:
+            u.after()
     elif u.own:
         setattr(u.owner, u.attr, u.original)
     else:
@@ -492,7 +498,20 @@ def apply_for(module: str) -> List[str]:
 
 def apply_before(module: str) -> List[str]:
     """The import hook's callback for `before` sets: `module` is about to execute (so it is not imported here)."""
+    cfg = _config
+    if cfg is not None:  # needless checks that import (flash_attn) run first, outside our lock; cached there
+        for ps in cfg.sets if cfg.sets is not None else registry():
+            for p in ps.patches if ps.before and ps.module == module else ():
+                try:
+                    p.needless()
+                except Exception:  # pragma: no cover - decided again under the lock, where it is reported
+                    pass
     return _apply_watching(module, before_only=True)
+
+
+def is_active() -> bool:
+    """Whether activate() is in force in this process (setup() ran and revert() did not follow)."""
+    return _config is not None
 
 
 def _apply_watching(module: str, before_only: bool) -> List[str]:
@@ -532,13 +551,15 @@ def activate(switches: Optional[Mapping[str, object]] = None, explicit: Iterable
         _config = _Config(dict(switches or {}), frozenset(explicit), tuple(sets) if sets is not None else None)
         modules = {ps.module for ps in known}
         early = {ps.module for ps in known if ps.before}
+        late = {ps.module for ps in known if not ps.before}
         now = sorted(m for m in modules if m in sys.modules)
         later = modules.difference(now)
-        if _hook is not None and not (later.issubset(_hook.names) and early.intersection(later) <= _hook.before):
+        if _hook is not None and not (later.issubset(_hook.names) and early & later <= _hook.before
+                                      and late & later <= _hook.after):
             uninstall_import_hook(_hook)
             _hook = None
         if later and (_hook is None or _hook not in sys.meta_path):
-            _hook = install_import_hook(apply_for, later - early, before=later & early, before_callback=apply_before)
+            _hook = install_import_hook(apply_for, late & later, before=early & later, before_callback=apply_before)
     for module in now:  # outside the lock: see apply_for
         apply_for(module)
 
@@ -595,8 +616,9 @@ def status(vllm_version: Optional[str] = None, switches: Optional[Mapping[str, o
                 return PatchStatus(p.id, ps.name, p.versions or ps.versions, state, reason, p.target)
 
             if p.id in undos:
-                how = {"code": "code swapped in place", "item": f"{p.provides} provided in sys.modules"}.get(
-                    undos[p.id].mode, "attribute replaced")
+                item = f"{p.provides} hidden (None in sys.modules)" if undos[p.id].replacement is None \
+                    else f"{p.provides} provided in sys.modules"
+                how = {"code": "code swapped in place", "item": item}.get(undos[p.id].mode, "attribute replaced")
                 out.append(row("applied", f"applied in this process ({how})"))
             elif is_disabled(ps, p, disabled):
                 out.append(row("disabled", f"{DISABLE_ENV}={os.environ.get(DISABLE_ENV, '') or 'set by setup()'}"))

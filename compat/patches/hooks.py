@@ -42,9 +42,7 @@ class _Loader:
         if getattr(module, "__loader__", None) is self:
             module.__loader__ = self._real
         if self._name in self._finder.before:
-            self._finder._fired(self._name)  # before the body: the callback must not need the module itself
-            self._real.exec_module(module)  # type: ignore[attr-defined]
-            return
+            self._finder._before_callback(self._name)  # before the body: the callback must not need the module
         self._real.exec_module(module)  # type: ignore[attr-defined]
         self._finder._fired(self._name)
 
@@ -58,7 +56,8 @@ class PostImportFinder:
     def __init__(self, names: Iterable[str], callback: Callback, before: Iterable[str] = (),
                  before_callback: Optional[Callback] = None) -> None:
         self.before = frozenset(before)
-        self.names = frozenset(names) | self.before
+        self.after = frozenset(names)      # a name may be in both: both callbacks fire, around the body
+        self.names = self.after | self.before
         self._pending = set(self.names)
         self._callback = callback
         self._before_callback = before_callback or callback
@@ -96,7 +95,8 @@ class PostImportFinder:
             done = not self._pending
         if done:
             uninstall_import_hook(self)
-        (self._before_callback if name in self.before else self._callback)(name)
+        if name in self.after:
+            self._callback(name)
 
 
 def install_import_hook(callback: Callback, names: Iterable[str] = ("vllm",), before: Iterable[str] = (),

@@ -81,10 +81,9 @@ def run(argv: Optional[List[str]] = None) -> int:
         return doctor_ray(args)
     rep = build_report(args.hardware, args.profile, args.dtype, environ=os.environ)
     if args.deep:
+        from ..hf.checks import flash_attn_loads
         from .deep import deep_findings
-        rep = _with(rep, deep_findings(rep))
-    from ..hf.checks import flash_attn_loads
-    rep = _with(rep, flash_attn_loads(rep.environment))  # a subprocess, only where flash-attn and torch are installed
+        rep = _with(rep, deep_findings(rep) + flash_attn_loads(rep.environment))  # both import torch, in children
     from ..preflight.cli import for_doctor, render
     pf = for_doctor(rep.environment, args)  # None without --model
     if pf is not None:
