@@ -563,6 +563,25 @@ def test_a_module_watched_before_and_after_fires_both_and_undone_runs_at_revert(
     assert undone == ["early"] and hidden not in sys.modules and other not in sys.modules
 
 
+def test_apply_named_goes_through_the_same_gate_as_the_hook(toy):
+    """flash_attn_hide from transformers 4.54 is applied at a request, not an import: apply_named honours setup()'s
+    kill switch and set list, and needs activate()."""
+    hidden = toy({})
+    pkg = toy({})
+    ps = PatchSet(name="hideset", package=pkg, versions=">=1.0,<2", patches=(
+        Patch(id="hideset.hide", target=f"{engine.MODULES}:{hidden}", why="toy", upstream_fix="none", fingerprint=(),
+              make=lambda original: None, needless_check=lambda: ""),
+    ))
+    assert engine.apply_named("hideset") is False                       # not activated
+    engine.activate({"disable_patches": "hideset.hide"}, sets=[ps])
+    assert engine.apply_named("hideset") is False and hidden not in sys.modules
+    engine.revert()
+    engine.activate({}, sets=[ps])
+    assert engine.apply_named("nosuchset") is False
+    assert engine.apply_named("hideset") is True and sys.modules[hidden] is None
+    assert engine.apply_named("hideset") is True                        # once
+
+
 def test_a_before_set_whose_module_is_already_imported_applies_at_activation(toy):
     hidden = toy({})
     pkg = toy({"late": "Y = 2\n"})

@@ -12,7 +12,9 @@ model, 4.57/5.x fail the request at load, and verl 0.4-0.6 die importing flash_a
 doctor and `compat patches` never do). It is asked only where transformers or verl would import flash_attn next:
 - right before transformers' modeling_flash_attention_utils runs, for transformers below 4.54 (which imports it
   there: compat/data/flash_attn.toml [transformers_import]);
-- at a flash_attention_2 request (compat/hf/attention.py), for 4.54 and later, which import it only to use it;
+- at a flash_attention_2 request, for 4.54 and later, which import it only to use it; compat sees the request through
+  its transformers_attn redirect (compat/hf/attention.py), so with that set disabled a 4.54+ process is not checked
+  (transformers then fails on the flash_attn import, as without compat);
 - when verl is imported, for verl_padding.bert_padding (verl 0.4-0.6 import flash_attn.bert_padding next).
 Where the import fails, the flash_attn_hide set puts None at sys.modules['flash_attn']: `import flash_attn` then
 raises ModuleNotFoundError and importlib.util.find_spec returns None, exactly as when it is not installed, so
@@ -31,7 +33,6 @@ from typing import Optional
 
 log = logging.getLogger("compat")
 NAME = "flash_attn"
-WATCH = "transformers.modeling_flash_attention_utils"   # the flash_attn_hide set's trigger (before it runs)
 _lock = threading.RLock()
 _error: Optional[str] = None       # None: not checked yet; "": it loads; else why it does not
 _requested = False                 # a flash_attention_2 request was seen in this process
@@ -100,9 +101,7 @@ def why_hide_is_needless() -> str:
     if _error is None and not _requested and not _eager_transformers():
         return ("flash-attn is installed; transformers imports it only to use it, so whether it loads is checked "
                 "at a flash_attention_2 request")
-    if _error is None and "torch" not in sys.modules and WATCH in sys.modules:
-        import torch  # noqa: F401  # right before WATCH runs, whose first import is torch: nothing extra
-    err = load_error()
+    err = load_error()   # below 4.54 `import transformers` has imported torch before WATCH runs
     if err is None:
         return "flash-attn is installed; whether it loads is checked once torch is imported"
     return "" if err else "flash-attn is installed and loads"
@@ -135,9 +134,7 @@ def on_flash_attention_2_request() -> None:
     from ..patches import engine
     from ..patches.sets import get
 
-    ps = get("flash_attn_hide")
-    if engine.applied_sets().count(ps.name) == 0 and engine.is_active():
-        engine.apply_set(ps)
+    engine.apply_named(get("flash_attn_hide").name)   # under setup()'s config: kill switch, sets, explicit
 
 
 def _clear_transformers_caches() -> None:

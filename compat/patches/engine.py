@@ -499,19 +499,37 @@ def apply_for(module: str) -> List[str]:
 def apply_before(module: str) -> List[str]:
     """The import hook's callback for `before` sets: `module` is about to execute (so it is not imported here)."""
     cfg = _config
-    if cfg is not None:  # needless checks that import (flash_attn) run first, outside our lock; cached there
-        for ps in cfg.sets if cfg.sets is not None else registry():
-            for p in ps.patches if ps.before and ps.module == module else ():
-                try:
+    try:  # needless checks that import (flash_attn) run first, outside our lock (cached there); not for sets off
+        disabled = disabled_ids(cfg.switches, cfg.sets) if cfg is not None else frozenset()
+        for ps in (cfg.sets if cfg.sets is not None else registry()) if cfg is not None else ():
+            if not (ps.before and ps.module == module):
+                continue
+            version = installed_version(ps.package)
+            for p in ps.patches:
+                if versions.in_spec(version, ps.versions) and p.fits(version) and not is_disabled(ps, p, disabled):
                     p.needless()
-                except Exception:  # pragma: no cover - decided again under the lock, where it is reported
-                    pass
+    except Exception:  # pragma: no cover - decided again under the lock, where it is reported
+        pass
     return _apply_watching(module, before_only=True)
 
 
-def is_active() -> bool:
-    """Whether activate() is in force in this process (setup() ran and revert() did not follow)."""
-    return _config is not None
+def apply_named(name: str) -> bool:
+    """Apply the set called `name` now, if activate()'s config wants it (its kill switch, sets, switches and
+    explicit names, the set's version range and needless checks: the same gate as the import hook). For sets whose
+    trigger is not an import (flash_attn_hide from transformers 4.54: a flash_attention_2 request)."""
+    with _lock:
+        cfg = _config
+        if cfg is None or name in _applied:
+            return name in _applied
+        try:
+            disabled = disabled_ids(cfg.switches, cfg.sets)
+        except Exception as exc:  # never fail the user's model load
+            log.error("compat: %s; no patch set applied", exc)
+            return False
+        for ps in cfg.sets if cfg.sets is not None else registry():
+            if ps.name == name and _wanted(ps, cfg, disabled):
+                return apply_set(ps, explicit=ps.name in cfg.explicit, disabled=disabled)
+        return False
 
 
 def _apply_watching(module: str, before_only: bool) -> List[str]:

@@ -10,12 +10,13 @@ env's transformers).
 
 The set acts right before transformers.modeling_flash_attention_utils starts executing (engine option before=True)
 where transformers is below 4.54 (compat/data/flash_attn.toml [transformers_import]); from 4.54 on, transformers
-imports flash_attn only to use it, and compat's flash_attention_2 redirect (compat/hf/attention.py) applies the set
-at the request instead. compat/hf/flash_load.py imports flash_attn once and, where that fails, the set puts None at
-sys.modules['flash_attn'], so transformers takes its no-flash-attn path and the redirect serves the request with the
-profile's attention. Where flash-attn loads (or is not installed) it is not-applicable; revert() removes the entry
-and clears transformers' cached answers. verl 0.4-0.6's own import of flash_attn.bert_padding is served by
-verl_padding.bert_padding, which also applies where flash-attn does not load.
+imports flash_attn only to use it, and compat's flash_attention_2 redirect (compat/hf/attention.py, set
+transformers_attn) applies the set at the request instead, through engine.apply_named. compat/hf/flash_load.py
+imports flash_attn once and, where that fails, the set puts None at sys.modules['flash_attn'], so transformers takes
+its no-flash-attn path and the redirect serves the request with the profile's attention. Where flash-attn loads (or
+is not installed) it is not-applicable; revert() removes the entry and clears transformers' cached answers. verl
+0.4-0.6's own import of flash_attn.bert_padding is served by verl_padding.bert_padding, which also applies where
+flash-attn does not load.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ LEDGER = """\
 patch                    what                                                     upstream fix
 flash_attn_hide.broken   a flash-attn that is installed but does not load: None   none: transformers trusts
                          at sys.modules['flash_attn'] before transformers'        metadata + find_spec
-                         modeling_flash_attention_utils runs
+                         modeling_flash_attention_utils runs (< 4.54), or at a
+                         flash_attention_2 request (4.54+)
 """
 
 PATCH_SET = PatchSet(
