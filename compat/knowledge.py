@@ -72,6 +72,13 @@ def backend_requirements(vllm_version: Optional[str] = None) -> Dict[str, Any]:
     return out
 
 
+def transformers_imports_flash_attn_eagerly(transformers_version: str) -> bool:
+    """Whether this transformers imports flash_attn in modeling_flash_attention_utils' body (flash_attn.toml
+    [transformers_import]); later releases import it only to use it."""
+    below = _table("flash_attn")["transformers_import"]["eager_below"]
+    return versions.parse(transformers_version) < versions.parse(below)
+
+
 def flash_attn_problems(fa_version: str, torch_version: Optional[str], min_sm: Optional[int]) -> List[Tuple[str, str]]:
     """Why an installed flash-attn cannot serve this machine, as (finding id, message); empty when it fits.
 

@@ -62,7 +62,7 @@ def hf_loading(env: Environment, r: Resolved, environ: Mapping[str, str]) -> Lis
     return out
 
 
-def flash_attn_loads(env: Environment, python: str = "") -> List[Finding]:
+def flash_attn_loads(env: Environment) -> List[Finding]:
     """`doctor --deep` (a subprocess that imports torch, seconds): does the installed flash-attn import with torch?
 
     Metadata cannot tell (compat/hf/flash_load.py): only an import shows a wheel built for another torch or one
@@ -78,7 +78,7 @@ def flash_attn_loads(env: Environment, python: str = "") -> List[Finding]:
     code = ("import torch\nprint('TORCH-OK', flush=True)\ntry:\n    import flash_attn\nexcept Exception as e:\n"
             "    print('FAILED ' + type(e).__name__ + ': ' + str(e).replace(chr(10), ' '))\n")
     try:
-        proc = subprocess.run([python or sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
         return [Finding("flash-attn-does-not-load", "warning", f"importing flash-attn {fa} with torch {torch} did "
                         "not finish in 300 s", "check the flash-attn install (`python -c 'import flash_attn'`)")]

@@ -77,18 +77,13 @@ def hidden() -> str:
     return ""
 
 
-def _eager_transformers() -> Optional[bool]:
-    """Whether the installed transformers imports flash_attn in modeling_flash_attention_utils' body (None: no
-    transformers)."""
-    from .. import versions
+def _eager_transformers() -> bool:
+    """Whether the installed transformers imports flash_attn in modeling_flash_attention_utils' body."""
     from ..detect.software import installed_version
-    from ..knowledge import _table
+    from ..knowledge import transformers_imports_flash_attn_eagerly
 
     tf = installed_version("transformers")
-    if tf is None:
-        return None
-    below = _table("flash_attn").get("transformers_import", {}).get("eager_below", "4.54.0")
-    return versions.parse(tf) < versions.parse(below)
+    return tf is not None and transformers_imports_flash_attn_eagerly(tf)
 
 
 def why_hide_is_needless() -> str:
@@ -101,7 +96,7 @@ def why_hide_is_needless() -> str:
     if _error is None and not _requested and not _eager_transformers():
         return ("flash-attn is installed; transformers imports it only to use it, so whether it loads is checked "
                 "at a flash_attention_2 request")
-    err = load_error()   # below 4.54 `import transformers` has imported torch before WATCH runs
+    err = load_error()   # below 4.54 `import transformers` has imported torch before its flash-attention utils
     if err is None:
         return "flash-attn is installed; whether it loads is checked once torch is imported"
     return "" if err else "flash-attn is installed and loads"
@@ -132,9 +127,8 @@ def on_flash_attention_2_request() -> None:
     if not _error:
         return
     from ..patches import engine
-    from ..patches.sets import get
 
-    engine.apply_named(get("flash_attn_hide").name)   # under setup()'s config: kill switch, sets, explicit
+    engine.apply_named("flash_attn_hide")   # under setup()'s config: kill switch, sets, explicit
 
 
 def _clear_transformers_caches() -> None:
