@@ -19,30 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from vhelp import HERE, ROOT, clean_env, verl_version
+from vhelp import HERE, ROOT, clean_env, table_row, worker_modules
 
-from compat import versions
 from compat.hf import bert_padding as bp
 
 torch = pytest.importorskip("torch")  # every verl env has it (COMPAT_PROMISES torch); the quick env does not
 
 NO_FLASH = "No module named 'flash_attn'"
-
-
-def table_row() -> dict:
-    from compat._toml import load_data
-
-    v = versions.release(verl_version())
-    return next(r for r in load_data("verl")["release"] if versions.release(r["version"]) == v)
-
-
-def worker_modules() -> list:
-    """The worker modules of this release that take the import at module level (table: bert_padding_source)."""
-    if versions.parse(verl_version()) < versions.parse("0.6.0"):
-        return ["verl.workers.actor.dp_actor", "verl.workers.critic.dp_critic"]
-    if versions.parse(verl_version()) < versions.parse("0.7.0"):
-        return ["verl.workers.roles.utils.padding", "verl.workers.actor.dp_actor"]
-    return ["verl.utils.attention_utils", "verl.workers.utils.padding"]  # 0.7.0+: dp_actor.py is gone in 0.8.0
 
 
 def drive(mode: str, **env: str) -> dict:

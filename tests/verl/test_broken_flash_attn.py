@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 import promises
-from vhelp import FIXTURES, HERE, ROOT, clean_env
+from vhelp import FIXTURES, HERE, ROOT, clean_env, table_row, worker_modules
 
 pytest.importorskip("torch")  # every verl env has it (COMPAT_PROMISES torch)
 
@@ -122,14 +122,10 @@ def test_the_kill_switch_brings_the_transformers_failure_back(broken):
 
 
 def _padding(broken: Path, mode: str, **env: str) -> dict:
-    from test_bert_padding import worker_modules
-
     return _run("padding_driver.py", [mode, *worker_modules()], broken, **env)
 
 
 def _imports_at_module_level() -> bool:
-    from test_bert_padding import table_row
-
     return bool(table_row()["bert_padding_at_import"])
 
 

@@ -27,6 +27,27 @@ def table_entry():
     return rel
 
 
+def table_row() -> dict:
+    """This release's raw row of compat/data/verl.toml (its bert_padding_* facts are for tests and docs only)."""
+    from compat import versions
+    from compat._toml import load_data
+
+    v = versions.release(verl_version())
+    return next(r for r in load_data("verl")["release"] if versions.release(r["version"]) == v)
+
+
+def worker_modules() -> list:
+    """The worker modules of this release that take the flash_attn.bert_padding import at module level (table:
+    bert_padding_source); 0.7.0+: the modules that import it lazily."""
+    from compat import versions
+
+    if versions.parse(verl_version()) < versions.parse("0.6.0"):
+        return ["verl.workers.actor.dp_actor", "verl.workers.critic.dp_critic"]
+    if versions.parse(verl_version()) < versions.parse("0.7.0"):
+        return ["verl.workers.roles.utils.padding", "verl.workers.actor.dp_actor"]
+    return ["verl.utils.attention_utils", "verl.workers.utils.padding"]  # 0.7.0+: dp_actor.py is gone in 0.8.0
+
+
 def clean_env(**extra: str) -> Dict[str, str]:
     """This process's environment without compat's, NCCL's or vLLM's variables, plus `extra`."""
     env = {k: v for k, v in os.environ.items()
